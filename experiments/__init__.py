@@ -1,0 +1,12 @@
+"""Runnable studies and benchmarks: ``python -m experiments NAME [--quick] [--key value ...]``.
+
+Each experiment is a module with a frozen-dataclass ``Config`` (the defaults), a ``QUICK``
+config small enough for the test suite, and ``run(config, out_dir) -> dict`` that writes
+``out_dir/results.json`` (and figures) and returns the results. Experiments use only the public
+API of ``recurrax``.
+"""
+
+EXPERIMENTS = {
+    "demo": "experiments.demo",
+    "bench": "experiments.bench",
+}

@@ -1,0 +1,72 @@
+"""recurrax: recurrent neural networks in JAX.
+
+Layers, bottom up: cell families (``elman``, ``lstm``, ``gru``: pure ``init`` /
+``initial_carry`` / ``step`` over NamedTuples), ``unroll`` (the one ``lax.scan`` time loop),
+layers and topologies, and Flax NNX shells in ``recurrax.nnx``.
+
+>>> import jax, jax.numpy as jnp
+>>> import recurrax
+>>> params = recurrax.init_stack(jax.random.key(0), input_size=3, hidden_sizes=[16, 16])
+>>> carries, ys = recurrax.stack(params, jnp.ones((4, 10, 3)), lengths=jnp.array([10, 7, 3, 1]))
+>>> ys.shape
+(4, 10, 16)
+"""
+
+from recurrax import initializers as initializers
+from recurrax._activations import Activation as Activation
+from recurrax._layers import BidirectionalParams as BidirectionalParams
+from recurrax._layers import DenseParams as DenseParams
+from recurrax._layers import EmbeddingParams as EmbeddingParams
+from recurrax._layers import Merge as Merge
+from recurrax._layers import RNNParams as RNNParams
+from recurrax._layers import StackParams as StackParams
+from recurrax._layers import bidirectional as bidirectional
+from recurrax._layers import dense as dense
+from recurrax._layers import dropout as dropout
+from recurrax._layers import embed as embed
+from recurrax._layers import init_bidirectional as init_bidirectional
+from recurrax._layers import init_dense as init_dense
+from recurrax._layers import init_embedding as init_embedding
+from recurrax._layers import init_rnn as init_rnn
+from recurrax._layers import init_stack as init_stack
+from recurrax._layers import layer_input_size as layer_input_size
+from recurrax._layers import layer_output_size as layer_output_size
+from recurrax._layers import one_hot as one_hot
+from recurrax._layers import rnn as rnn
+from recurrax._layers import rnn_initial_carry as rnn_initial_carry
+from recurrax._layers import stack as stack
+from recurrax._layers import stack_initial_carries as stack_initial_carries
+from recurrax._layers import stack_step as stack_step
+from recurrax._topologies import Encoded as Encoded
+from recurrax._topologies import Generated as Generated
+from recurrax._topologies import encode as encode
+from recurrax._topologies import generate as generate
+from recurrax._topologies import many_to_many as many_to_many
+from recurrax._topologies import many_to_one as many_to_one
+from recurrax._topologies import teaching_mask as teaching_mask
+from recurrax._unroll import sequence_mask as sequence_mask
+from recurrax._unroll import unroll as unroll
+from recurrax._unroll import unroll_cell as unroll_cell
+from recurrax.cells import elman as elman
+from recurrax.cells import family_of as family_of
+from recurrax.cells import gru as gru
+from recurrax.cells import lstm as lstm
+from recurrax.cells.elman import ElmanCarry as ElmanCarry
+from recurrax.cells.elman import ElmanParams as ElmanParams
+from recurrax.cells.gru import GRUCarry as GRUCarry
+from recurrax.cells.gru import GRUParams as GRUParams
+from recurrax.cells.lstm import LSTMCarry as LSTMCarry
+from recurrax.cells.lstm import LSTMParams as LSTMParams
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Activation", "BidirectionalParams", "DenseParams", "ElmanCarry", "ElmanParams",
+    "EmbeddingParams", "Encoded", "GRUCarry", "GRUParams", "Generated", "LSTMCarry",
+    "LSTMParams", "Merge", "RNNParams", "StackParams", "bidirectional", "dense", "dropout",
+    "elman", "embed", "encode", "family_of", "generate", "gru", "init_bidirectional",
+    "init_dense", "init_embedding", "init_rnn", "init_stack", "initializers",
+    "layer_input_size", "layer_output_size", "lstm", "many_to_many", "many_to_one", "one_hot",
+    "rnn", "rnn_initial_carry", "sequence_mask", "stack", "stack_initial_carries", "stack_step", "teaching_mask",
+    "unroll", "unroll_cell",
+]

@@ -1,0 +1,533 @@
+"""Layers over the cells: a sequence layer, bidirectional layers, deep stacks, embeddings, heads.
+
+Everything here runs time through ``unroll``; nothing writes its own loop. Params are
+NamedTuples (pytrees); a layer's configuration that changes shapes (a bidirectional merge
+mode) is static pytree metadata inside the params, like a cell's activation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+from typing import Any, NamedTuple, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+
+from recurrax import cells, initializers
+from recurrax._checks import check_array, check_positive_int, is_traced
+from recurrax._unroll import unroll, unroll_cell
+
+Family = Union[str, types.ModuleType]
+
+
+# --------------------------------------------------------------------------- sequence layer
+
+
+class RNNParams(NamedTuple):
+    """One recurrent layer: a cell and, optionally, a learned initial state."""
+
+    cell: Any  # ElmanParams | LSTMParams | GRUParams
+    initial: Optional[Any]  # the cell's carry, unbatched (hidden_size,) fields; None: zeros
+
+
+def init_rnn(
+    key: jax.Array,
+    cell: Family,
+    input_size: int,
+    hidden_size: int,
+    *,
+    learned_initial: bool = False,
+    **cell_kwargs: Any,
+) -> RNNParams:
+    """Initialise a recurrent layer of family ``cell`` (``"elman"``, ``"lstm"``, ``"gru"``).
+
+    ``learned_initial=True`` adds a trainable initial state (zeros at first) that every sequence
+    starts from; ``cell_kwargs`` go to the family's ``init`` (e.g. ``peephole=True``).
+
+    >>> params = init_rnn(jax.random.key(0), "lstm", 3, 8, learned_initial=True)
+    >>> params.initial.h.shape
+    (8,)
+    """
+    family = cells.resolve_family(cell)
+    cell_params = family.init(key, input_size, hidden_size, **cell_kwargs)
+    initial = family.initial_carry(cell_params) if learned_initial else None
+    return RNNParams(cell=cell_params, initial=initial)
+
+
+def rnn_initial_carry(params: RNNParams, batch_shape: tuple[int, ...] = ()) -> Any:
+    """A layer's starting carry for a batch: the learned state broadcast, or zeros.
+
+    (A cell's zero carry, from cell params, is ``family.initial_carry``, e.g.
+    ``recurrax.lstm.initial_carry``.)
+    """
+    if not isinstance(params, RNNParams):
+        raise ValueError(
+            f"rnn_initial_carry expects RNNParams (a layer), got {type(params).__name__}; for cell "
+            "params use the family's initial_carry, e.g. recurrax.lstm.initial_carry."
+        )
+    family = cells.family_of(params.cell)
+    if params.initial is None:
+        return family.initial_carry(params.cell, batch_shape)
+    hidden = cells.hidden_size(params.cell)
+    return jax.tree.map(lambda v: jnp.broadcast_to(v, tuple(batch_shape) + (hidden,)), params.initial)
+
+
+# Smallest hidden size for which ``rnn`` picks the fused backward pass by default (see ``rnn``).
+FUSED_BACKWARD_MIN_HIDDEN = 128
+
+
+def _batch_shape(xs: jax.Array, time_major: bool) -> tuple[int, ...]:
+    check_array(xs, "xs")
+    if xs.ndim < 2:
+        raise ValueError(
+            "Expected xs of rank >= 2 with shape (*batch, time, features), "
+            f"got shape {tuple(xs.shape)}."
+        )
+    return tuple(xs.shape[1:-1]) if time_major else tuple(xs.shape[:-2])
+
+
+def rnn(
+    params: RNNParams,
+    xs: jax.Array,
+    *,
+    carry: Any = None,
+    lengths: Optional[jax.Array] = None,
+    mask: Optional[jax.Array] = None,
+    reverse: bool = False,
+    time_major: bool = False,
+    unroll: Union[int, bool] = 1,
+    remat: Any = False,
+    return_carries: bool = False,
+    fused_backward: Optional[bool] = None,
+):
+    """Run one recurrent layer over ``xs`` ``(*batch, T, D)``; see ``unroll`` for the options.
+
+    The carry starts at ``carry`` if given (shape ``(*batch, H)`` per field, never broadcast),
+    else at the learned initial state, else at zeros.
+
+    Gradients: ``fused_backward=True`` uses ``unroll_cell``'s fused backward pass (weight
+    gradients as large matrix products after the reverse scan; needs a cell with a pointwise
+    split and neither ``remat`` nor ``return_carries``); ``False`` uses plain autodiff through
+    the scan, which forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``) needs. Both give
+    the same values and gradients. The default ``None`` picks the fused pass for
+    ``hidden_size >= 128`` and autodiff below: measured with ``python -m experiments bench`` on
+    XLA:CPU, the fused pass was faster at H=256 and slower at H=64, where the per-step overhead
+    of the reverse scan outweighs the gain from the large products.
+
+    Returns:
+      ``(final_carry, hs)`` with ``hs`` of shape ``(*batch, T, H)`` (zero at masked steps), plus
+      the per-step carries with ``return_carries=True``.
+
+    >>> params = init_rnn(jax.random.key(0), "gru", 3, 4)
+    >>> carry, hs = rnn(params, jnp.ones((2, 6, 3)), lengths=jnp.array([6, 3]))
+    >>> hs.shape
+    (2, 6, 4)
+    """
+    if not isinstance(params, RNNParams):
+        raise ValueError(f"rnn expects RNNParams, got {type(params).__name__}.")
+    family = cells.family_of(params.cell)
+    if carry is None:
+        carry = rnn_initial_carry(params, _batch_shape(xs, time_major))
+    options = dict(lengths=lengths, mask=mask, reverse=reverse, time_major=time_major, unroll=unroll)
+    if fused_backward is None:
+        fused_backward = cells.hidden_size(params.cell) >= FUSED_BACKWARD_MIN_HIDDEN
+    if fused_backward and remat is False and not return_carries and cells.has_pointwise_split(params.cell):
+        return unroll_cell(params.cell, carry, xs, **options)
+    step = functools.partial(family.step, params.cell)
+    return _unroll_fn(step, carry, xs, remat=remat, return_carries=return_carries, **options)
+
+
+_unroll_fn = unroll  # ``rnn`` and friends take an ``unroll=`` factor that shadows the function.
+
+
+# --------------------------------------------------------------------------- bidirectional
+
+
+@dataclasses.dataclass(frozen=True)
+class Merge:
+    """How a bidirectional layer combines its two directions: ``concat``, ``sum`` or ``mean``."""
+
+    name: str
+
+    def __post_init__(self):
+        if self.name not in ("concat", "sum", "mean"):
+            raise ValueError(f"Expected merge in ['concat', 'mean', 'sum'], got {self.name!r}.")
+
+    def __call__(self, forward: jax.Array, backward: jax.Array) -> jax.Array:
+        if self.name == "concat":
+            return jnp.concatenate([forward, backward], axis=-1)
+        if self.name == "sum":
+            return forward + backward
+        return (forward + backward) / 2
+
+    def output_size(self, hidden_size: int) -> int:
+        return 2 * hidden_size if self.name == "concat" else hidden_size
+
+
+jax.tree_util.register_static(Merge)
+
+
+class BidirectionalParams(NamedTuple):
+    """A forward and a backward layer over the same inputs, merged per step."""
+
+    forward: RNNParams
+    backward: RNNParams
+    merge: Merge  # static pytree metadata
+
+
+def init_bidirectional(
+    key: jax.Array,
+    cell: Family,
+    input_size: int,
+    hidden_size: int,
+    *,
+    merge: str = "concat",
+    learned_initial: bool = False,
+    **cell_kwargs: Any,
+) -> BidirectionalParams:
+    """Initialise a bidirectional layer (two independent layers, one key each).
+
+    >>> params = init_bidirectional(jax.random.key(0), "lstm", 3, 4, merge="sum")
+    >>> params.merge.output_size(4)
+    4
+    """
+    k_f, k_b = jax.random.split(key)
+    make = functools.partial(
+        init_rnn, cell=cell, input_size=input_size, hidden_size=hidden_size,
+        learned_initial=learned_initial, **cell_kwargs,
+    )
+    return BidirectionalParams(forward=make(k_f), backward=make(k_b), merge=Merge(merge))
+
+
+def bidirectional(
+    params: BidirectionalParams,
+    xs: jax.Array,
+    *,
+    carry: Any = None,
+    lengths: Optional[jax.Array] = None,
+    mask: Optional[jax.Array] = None,
+    time_major: bool = False,
+    unroll: Union[int, bool] = 1,
+    remat: Any = False,
+    fused_backward: Optional[bool] = None,
+):
+    """Bidirectional layer (Schuster & Paliwal 1997): ``y_t = merge(h→_t, h←_t)``.
+
+    The backward direction starts at each sequence's own last valid step (see ``unroll``), so
+    padded batches give the same valid outputs as the sequences run one by one.
+
+    Args:
+      carry: ``(forward_carry, backward_carry)`` or ``None`` (learned or zero initial states).
+
+    Returns:
+      ``((forward_final, backward_final), ys)``; ``backward_final`` is the backward state after
+      step 0. ``ys`` is ``(*batch, T, 2H)`` for concat, ``(*batch, T, H)`` for sum and mean.
+    """
+    if not isinstance(params, BidirectionalParams):
+        raise ValueError(f"bidirectional expects BidirectionalParams, got {type(params).__name__}.")
+    if carry is None:
+        carry = (None, None)
+    elif not (isinstance(carry, tuple) and len(carry) == 2):
+        raise ValueError(f"Expected carry as a (forward, backward) pair, got {type(carry).__name__}.")
+    run = functools.partial(
+        rnn, xs=xs, lengths=lengths, mask=mask, time_major=time_major, unroll=unroll, remat=remat,
+        fused_backward=fused_backward,
+    )
+    fwd_final, fwd = run(params.forward, carry=carry[0])
+    bwd_final, bwd = run(params.backward, carry=carry[1], reverse=True)
+    return (fwd_final, bwd_final), params.merge(fwd, bwd)
+
+
+# --------------------------------------------------------------------------- deep stacks
+
+
+class StackParams(NamedTuple):
+    """A deep RNN: layers applied in order, each an ``RNNParams`` or ``BidirectionalParams``."""
+
+    layers: tuple  # of RNNParams | BidirectionalParams
+
+
+def _per_layer(value: Any, num_layers: int, name: str) -> list:
+    if isinstance(value, (list, tuple)):
+        if len(value) != num_layers:
+            raise ValueError(f"Expected {name} for each of the {num_layers} layers, got {len(value)}.")
+        return list(value)
+    return [value] * num_layers
+
+
+def _check_layer(layer: Any, fn: str) -> None:
+    if not isinstance(layer, (RNNParams, BidirectionalParams)):
+        raise ValueError(f"{fn} expects RNNParams or BidirectionalParams, got {type(layer).__name__}.")
+
+
+def layer_output_size(layer: Union[RNNParams, BidirectionalParams]) -> int:
+    """Feature size of a layer's outputs."""
+    _check_layer(layer, "layer_output_size")
+    if isinstance(layer, BidirectionalParams):
+        return layer.merge.output_size(cells.hidden_size(layer.forward.cell))
+    return cells.hidden_size(layer.cell)
+
+
+def layer_input_size(layer: Union[RNNParams, BidirectionalParams]) -> int:
+    """Feature size a layer expects."""
+    _check_layer(layer, "layer_input_size")
+    if isinstance(layer, BidirectionalParams):
+        return cells.input_size(layer.forward.cell)
+    return cells.input_size(layer.cell)
+
+
+def init_stack(
+    key: jax.Array,
+    input_size: int,
+    hidden_sizes: Sequence[int],
+    *,
+    cell: Union[Family, Sequence[Family]] = "lstm",
+    bidirectional: Union[bool, Sequence[bool]] = False,
+    merge: str = "concat",
+    learned_initial: bool = False,
+    cell_kwargs: Union[dict, Sequence[dict], None] = None,
+) -> StackParams:
+    """Initialise a deep RNN with ``len(hidden_sizes)`` layers.
+
+    Args:
+      key: PRNG key, split once per layer.
+      input_size: D of the first layer.
+      hidden_sizes: H per layer.
+      cell: one family for every layer, or one per layer (e.g. ``["gru", "lstm"]``).
+      bidirectional: for every layer, or per layer.
+      merge: how bidirectional layers combine directions (sets the next layer's input size).
+      learned_initial: trainable initial states in every layer.
+      cell_kwargs: options for the families' ``init``, one dict for all layers or one per layer.
+
+    >>> params = init_stack(jax.random.key(0), 3, [8, 8], cell=["gru", "lstm"], bidirectional=True)
+    >>> [layer_output_size(layer) for layer in params.layers]
+    [16, 16]
+    """
+    if isinstance(hidden_sizes, int) or len(hidden_sizes) == 0:
+        raise ValueError(f"Expected a non-empty sequence of hidden sizes, got {hidden_sizes!r}.")
+    num_layers = len(hidden_sizes)
+    families = _per_layer(cell, num_layers, "cell")
+    bidis = _per_layer(bidirectional, num_layers, "bidirectional")
+    options = _per_layer({} if cell_kwargs is None else cell_kwargs, num_layers, "cell_kwargs")
+    keys = jax.random.split(key, num_layers)
+    layers, size = [], input_size
+    for k, family, hidden, bidi, opts in zip(keys, families, hidden_sizes, bidis, options):
+        hidden = check_positive_int(hidden, "hidden size")
+        if bidi:
+            layer = init_bidirectional(
+                k, family, size, hidden, merge=merge, learned_initial=learned_initial, **opts
+            )
+        else:
+            layer = init_rnn(k, family, size, hidden, learned_initial=learned_initial, **opts)
+        layers.append(layer)
+        size = layer_output_size(layer)
+    return StackParams(layers=tuple(layers))
+
+
+def _check_residual(params: StackParams) -> None:
+    for index, layer in enumerate(params.layers[1:], start=1):
+        if layer_input_size(layer) != layer_output_size(layer):
+            raise ValueError(
+                f"Residual connections need equal input and output sizes in layers 1..; layer "
+                f"{index} maps {layer_input_size(layer)} features to {layer_output_size(layer)}."
+            )
+
+
+def dropout(key: jax.Array, xs: jax.Array, rate: float) -> jax.Array:
+    """Inverted dropout: zero each element with probability ``rate``, scale the rest by 1/(1-rate)."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, xs.shape)
+    return jnp.where(keep, xs / (1.0 - rate), jnp.zeros_like(xs)).astype(xs.dtype)
+
+
+def stack(
+    params: StackParams,
+    xs: jax.Array,
+    *,
+    carries: Optional[Sequence[Any]] = None,
+    lengths: Optional[jax.Array] = None,
+    mask: Optional[jax.Array] = None,
+    residual: bool = False,
+    dropout_rate: float = 0.0,
+    key: Optional[jax.Array] = None,
+    time_major: bool = False,
+    unroll: Union[int, bool] = 1,
+    remat: Any = False,
+    fused_backward: Optional[bool] = None,
+):
+    """Run a deep RNN: ``s^(l)_t = cell_l(s^(l)_{t-1}, s^(l-1)_t)``, ``s^(0) = x`` (Graves 2013).
+
+    Each layer runs over the whole sequence before the next (one scan per direction and layer).
+
+    Args:
+      carries: one initial carry per layer (a pair for bidirectional layers; ``None`` entries
+        use the learned or zero state), or ``None`` for all.
+      residual: add each layer's input to its output for layers 1.. (Wu et al. 2016); those
+        layers need equal input and output sizes. The first layer changes the feature size and
+        gets no residual.
+      dropout_rate: dropout on the outputs of every layer but the last, a fresh mask per
+        element and step (as PyTorch's ``nn.LSTM(dropout=...)``); needs ``key``. Off by default.
+
+    Returns:
+      ``(final_carries, ys)``: a tuple with each layer's final carry, and the top layer's
+      outputs ``(*batch, T, H_top)`` (zero at masked steps).
+    """
+    if not isinstance(params, StackParams):
+        raise ValueError(f"stack expects StackParams, got {type(params).__name__}.")
+    num_layers = len(params.layers)
+    if carries is None:
+        carries = (None,) * num_layers
+    elif len(carries) != num_layers:
+        raise ValueError(f"Expected one initial carry per layer ({num_layers}), got {len(carries)}.")
+    if residual:
+        _check_residual(params)
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"Expected dropout_rate in [0, 1), got {dropout_rate!r}.")
+    use_dropout = dropout_rate > 0.0 and num_layers > 1
+    if use_dropout and key is None:
+        raise ValueError("dropout_rate > 0 needs a PRNG key: pass key=jax.random.key(...).")
+    keys = jax.random.split(key, num_layers - 1) if use_dropout else [None] * (num_layers - 1)
+
+    options = dict(lengths=lengths, mask=mask, time_major=time_major, unroll=unroll, remat=remat,
+                   fused_backward=fused_backward)
+    finals, hs = [], xs
+    for index, (layer, carry) in enumerate(zip(params.layers, carries)):
+        if isinstance(layer, BidirectionalParams):
+            final, out = bidirectional(layer, hs, carry=carry, **options)
+        else:
+            final, out = rnn(layer, hs, carry=carry, **options)
+        if residual and index > 0:
+            out = out + hs
+        if use_dropout and index < num_layers - 1:
+            out = dropout(keys[index], out, dropout_rate)
+        finals.append(final)
+        hs = out
+    return tuple(finals), hs
+
+
+def stack_initial_carries(params: StackParams, batch_shape: tuple[int, ...] = ()) -> tuple:
+    """Each layer's starting carry (learned or zeros) for a unidirectional stack."""
+    return tuple(rnn_initial_carry(layer, batch_shape) for layer in _unidirectional(params).layers)
+
+
+def _unidirectional(params: StackParams) -> StackParams:
+    if not isinstance(params, StackParams):
+        raise ValueError(f"Expected StackParams, got {type(params).__name__}.")
+    for index, layer in enumerate(params.layers):
+        if isinstance(layer, BidirectionalParams):
+            raise ValueError(
+                f"Stepping a stack one time step at a time needs unidirectional layers; "
+                f"layer {index} is bidirectional."
+            )
+    return params
+
+
+def stack_step(
+    params: StackParams, carries: Sequence[Any], x: jax.Array, *, residual: bool = False
+) -> tuple[tuple, jax.Array]:
+    """One time step of a unidirectional deep stack: a step function like a cell's.
+
+    ``stack_step(params, carries, x) -> (carries, y)`` composes the layers' ``step`` functions,
+    so a whole stack can drive autoregressive generation; ``stack`` over a sequence gives the
+    same outputs.
+    """
+    _unidirectional(params)
+    if residual:
+        _check_residual(params)
+    if len(carries) != len(params.layers):
+        raise ValueError(f"Expected one carry per layer ({len(params.layers)}), got {len(carries)}.")
+    new_carries, h = [], x
+    for index, (layer, carry) in enumerate(zip(params.layers, carries)):
+        carry, out = cells.family_of(layer.cell).step(layer.cell, carry, h)
+        h = out + h if residual and index > 0 else out
+        new_carries.append(carry)
+    return tuple(new_carries), h
+
+
+# --------------------------------------------------------------------------- embeddings and heads
+
+
+class EmbeddingParams(NamedTuple):
+    """A learned lookup table."""
+
+    table: jax.Array  # (vocab_size, features)
+
+
+def init_embedding(key: jax.Array, vocab_size: int, features: int, *, dtype=jnp.float32) -> EmbeddingParams:
+    """Embedding table with N(0, 1) entries (as ``flax.linen.Embed`` / ``torch.nn.Embedding``)."""
+    vocab_size = check_positive_int(vocab_size, "vocab_size")
+    features = check_positive_int(features, "features")
+    return EmbeddingParams(table=jax.random.normal(key, (vocab_size, features), dtype))
+
+
+def _check_ids(ids: Any, num_classes: int, what: str) -> jax.Array:
+    ids = jnp.asarray(check_array(ids, "ids"))
+    if not jnp.issubdtype(ids.dtype, jnp.integer):
+        raise ValueError(f"Expected integer token ids, got dtype {ids.dtype}.")
+    if not is_traced(ids) and ids.size and (int(ids.min()) < 0 or int(ids.max()) >= num_classes):
+        raise ValueError(
+            f"Expected token ids in [0, {num_classes}) ({what}), got ids in "
+            f"[{int(ids.min())}, {int(ids.max())}]."
+        )
+    return ids
+
+
+def embed(params: EmbeddingParams, ids: jax.Array) -> jax.Array:
+    """Look up ``ids`` (any integer shape) → ``(*ids.shape, features)``.
+
+    Out-of-range ids raise when the ids are concrete; under ``jit`` they give NaN rows
+    (``jnp.take``'s fill mode), never another token's vector.
+
+    >>> params = init_embedding(jax.random.key(0), 5, 2)
+    >>> embed(params, jnp.array([[0, 4]])).shape
+    (1, 2, 2)
+    """
+    if not isinstance(params, EmbeddingParams):
+        raise ValueError(f"embed expects EmbeddingParams, got {type(params).__name__}.")
+    ids = _check_ids(ids, params.table.shape[0], "the vocabulary size")
+    # jnp.take wraps negative ids numpy-style (-1 -> the last row); send them out of range instead.
+    ids = jnp.where(ids < 0, jnp.iinfo(ids.dtype).max, ids)
+    return jnp.take(params.table, ids, axis=0, mode="fill", fill_value=jnp.nan)
+
+
+def one_hot(ids: jax.Array, num_classes: int, *, dtype=jnp.float32) -> jax.Array:
+    """One-hot encode integer ``ids`` → ``(*ids.shape, num_classes)``, ids checked in range.
+
+    >>> one_hot(jnp.array([2, 0]), 3).tolist()
+    [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
+    """
+    num_classes = check_positive_int(num_classes, "num_classes")
+    ids = _check_ids(ids, num_classes, "num_classes")
+    return jax.nn.one_hot(ids, num_classes, dtype=dtype)
+
+
+class DenseParams(NamedTuple):
+    """An affine output head ``y = x @ w + b``."""
+
+    w: jax.Array  # (in_features, out_features)
+    b: jax.Array  # (out_features,)
+
+
+def init_dense(
+    key: jax.Array, in_features: int, out_features: int, *, init: Any = "lecun_normal", dtype=jnp.float32
+) -> DenseParams:
+    """Dense head with a Lecun-normal kernel (default) and zero bias."""
+    in_features = check_positive_int(in_features, "in_features")
+    out_features = check_positive_int(out_features, "out_features")
+    w = initializers.get(init)(key, (in_features, out_features), dtype)
+    return DenseParams(w=w, b=jnp.zeros((out_features,), dtype))
+
+
+def dense(params: DenseParams, x: jax.Array) -> jax.Array:
+    """``x @ w + b`` for ``x`` of shape ``(..., in_features)``."""
+    if not isinstance(params, DenseParams):
+        raise ValueError(f"dense expects DenseParams, got {type(params).__name__}.")
+    check_array(x, "x")
+    if x.ndim < 1 or x.shape[-1] != params.w.shape[0]:
+        raise ValueError(
+            f"Expected x with last dimension {params.w.shape[0]} (the head's in_features), "
+            f"got shape {tuple(x.shape)}."
+        )
+    y = x @ params.w
+    return y + jax.lax.broadcast_to_rank(params.b, y.ndim)  # explicit: strict rank promotion

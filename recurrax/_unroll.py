@@ -1,0 +1,287 @@
+"""``unroll``: the one time loop of the library, a ``lax.scan`` with every sequence option."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional, Union
+
+import jax
+import jax.numpy as jnp
+
+from recurrax import cells
+from recurrax._checks import check_array, check_lengths
+
+StepFn = Callable[[Any, Any], tuple[Any, Any]]
+
+
+def sequence_mask(
+    lengths: jax.Array, time: int, *, time_major: bool = False
+) -> jax.Array:
+    """Boolean mask of valid steps for right-padded sequences: ``mask[..., t] = t < lengths``.
+
+    Args:
+      lengths: integer array of shape ``batch``.
+      time: T, the padded length.
+      time_major: return ``(T, *batch)`` instead of ``(*batch, T)``.
+
+    >>> sequence_mask(jnp.array([1, 3]), 3).tolist()
+    [[True, False, False], [True, True, True]]
+    """
+    lengths = check_lengths(lengths, tuple(jnp.shape(lengths)), time)
+    return _mask_from_lengths(lengths, time, time_major)
+
+
+def _mask_from_lengths(lengths: jax.Array, time: int, time_major: bool) -> jax.Array:
+    # Explicit dtype and rank, so this also runs under strict promotion (int32 lengths with x64).
+    steps = jnp.arange(time)
+    lengths = lengths.astype(steps.dtype)
+    if time_major:
+        return steps.reshape((time,) + (1,) * lengths.ndim) < lengths[None]
+    return steps.reshape((1,) * lengths.ndim + (time,)) < lengths[..., None]
+
+
+def _broadcast_mask(m: jax.Array, leaf: jax.Array, what: str) -> jax.Array:
+    """Reshape a step mask ``batch`` to broadcast against ``leaf`` of shape ``(*batch, *rest)``."""
+    if tuple(leaf.shape[: m.ndim]) != tuple(m.shape):
+        raise ValueError(
+            f"Expected every {what} leaf to start with the batch shape {tuple(m.shape)}, "
+            f"got shape {tuple(leaf.shape)}."
+        )
+    return m.reshape(m.shape + (1,) * (leaf.ndim - m.ndim))
+
+
+def unroll(
+    step_fn: StepFn,
+    carry: Any,
+    xs: Optional[jax.Array],
+    *,
+    lengths: Optional[jax.Array] = None,
+    mask: Optional[jax.Array] = None,
+    reverse: bool = False,
+    time_major: bool = False,
+    unroll: Union[int, bool] = 1,
+    remat: Union[bool, Callable[..., bool]] = False,
+    return_carries: bool = False,
+    length: Optional[int] = None,
+):
+    """Run ``step_fn(carry, x_t) -> (carry, y_t)`` over the time axis of ``xs`` with ``lax.scan``.
+
+    Layout: ``xs`` is ``(*batch, T, D)`` (time at axis -2; ``(T, D)`` is the unbatched case), or
+    ``(T, *batch, D)`` with ``time_major=True``. Outputs come back in the same layout, the time
+    axis right after the batch axes.
+
+    Variable lengths: right-padded sequences with ``lengths`` (integers of shape ``batch``, each in
+    ``[0, T]``; checked eagerly, or by a runtime callback under ``jit``) or a boolean ``mask`` of
+    shape ``xs.shape[:-1]`` (any pattern of valid steps). At a masked step the carry is frozen
+    (``jnp.where``) and the output is zero, so the final carry is each sequence's carry at its own
+    last valid step, and valid outputs never depend on padding.
+
+    ``reverse=True`` scans from the last step to the first. With right padding this is
+    length-aware for free: the steps ``t >= length`` come first and are masked, so each sequence's
+    state starts changing at its own last valid step. Outputs stay aligned with the inputs.
+
+    Args:
+      step_fn: ``(carry, x_t) -> (carry, y_t)``, e.g. ``functools.partial(lstm.step, params)``.
+      carry: initial carry; with a mask its leaves must be ``(*batch, ...)``, never broadcast.
+      xs: inputs, or ``None`` to run ``length`` steps without inputs (``x_t`` is then ``None``,
+        outputs are time-major, and lengths/mask are not available).
+      lengths, mask: at most one of them.
+      reverse: scan from T-1 down to 0.
+      time_major: layout of ``xs`` and of the outputs.
+      unroll: ``lax.scan``'s unroll factor (``True`` unrolls fully).
+      remat: ``True`` rematerialises each step in the backward pass (only the carries are
+        stored), or a ``jax.checkpoint`` policy such as
+        ``jax.checkpoint_policies.dots_with_no_batch_dims_saveable``.
+      return_carries: also return the carry after every step, stacked along time.
+      length: number of steps when ``xs`` is ``None``.
+
+    Returns:
+      ``(final_carry, ys)``, or ``(final_carry, ys, carries)`` with ``return_carries=True``;
+      ``ys`` and ``carries`` have the time axis placed as ``xs``'s.
+
+    >>> import functools, jax, jax.numpy as jnp
+    >>> from recurrax import gru
+    >>> params = gru.init(jax.random.key(0), 3, 4)
+    >>> xs = jnp.ones((2, 5, 3))                                   # (batch, time, features)
+    >>> carry, ys = unroll(functools.partial(gru.step, params), gru.initial_carry(params, (2,)),
+    ...                    xs, lengths=jnp.array([5, 2]))
+    >>> ys.shape, bool((ys[1, 2:] == 0).all())
+    ((2, 5, 4), True)
+    """
+    if xs is None:
+        if length is None or length <= 0:
+            raise ValueError(f"Expected a positive length when xs is None, got length={length!r}.")
+        if lengths is not None or mask is not None:
+            raise ValueError("lengths and mask need xs; got xs=None.")
+        if not time_major:
+            raise ValueError("With xs=None there are no batch axes to place time after: pass time_major=True.")
+        time, batch_shape, xs_t, mask_t = length, None, None, None
+    else:
+        if length is not None:
+            raise ValueError("length is only for xs=None; the time axis of xs gives the length.")
+        time, batch_shape, xs_t, mask_t = _prepare(xs, lengths, mask, time_major)
+
+    def body(c, inputs):
+        x_t, m_t = inputs
+        new_c, y = _freeze(m_t, *step_fn(c, x_t), c)
+        return new_c, ((y, new_c) if return_carries else y)
+
+    if remat is True:
+        body = jax.checkpoint(body, prevent_cse=False)
+    elif callable(remat):
+        body = jax.checkpoint(body, policy=remat, prevent_cse=False)
+    elif remat is not False:
+        raise ValueError(f"Expected remat to be a bool or a jax.checkpoint policy, got {remat!r}.")
+
+    final, outs = jax.lax.scan(
+        body, carry, (xs_t, mask_t), length=time, reverse=reverse, unroll=unroll
+    )
+    if not time_major:
+        outs = _batch_major(outs, batch_shape)
+    if return_carries:
+        ys, carries = outs
+        return final, ys, carries
+    return final, outs
+
+
+def unroll_cell(
+    params: Any,
+    carry: Any,
+    xs: jax.Array,
+    *,
+    lengths: Optional[jax.Array] = None,
+    mask: Optional[jax.Array] = None,
+    reverse: bool = False,
+    time_major: bool = False,
+    unroll: Union[int, bool] = 1,
+):
+    """``unroll`` of a cell given by its params, with a hand-fused backward pass.
+
+    Same forward computation, layout and masking semantics as
+    ``unroll(functools.partial(family.step, params), carry, xs, ...)``. The difference is the
+    gradient: for cells whose step is ``pointwise(params, carry, x @ w_x, h @ w_h)`` (Elman,
+    LSTM, reset-after GRU; see ``cells.has_pointwise_split``) a ``jax.custom_vjp`` runs a reverse
+    scan that only does what must be sequential, per step
+
+        δz_t = vjp of pointwise at step t,   δh_{t-1} += δz^h_t @ w_hᵀ,
+
+    and afterwards computes the weight gradients as two large matrix products over all steps
+    and sequences, ``δw_x = Σ_t x_tᵀ δz^x_t`` and ``δw_h = Σ_t h_{t-1}ᵀ δz^h_t`` (the cuDNN
+    scheme, Appleyard et al. 2016), instead of accumulating small per-step products in the scan.
+    Stored per step: the carry before the step and the two products.
+
+    Limitation: a ``custom_vjp`` function supports reverse mode only; for forward-mode
+    derivatives (``jax.jvp``, ``jax.jacfwd``) use ``unroll`` with the cell's ``step``.
+    """
+    if not cells.has_pointwise_split(params):
+        raise ValueError(
+            f"unroll_cell needs a cell whose step splits into products and a pointwise part; "
+            f"{type(params).__name__} here does not (reset-before GRU): use unroll with its step."
+        )
+    time, batch_shape, xs_t, mask_t = _prepare(xs, lengths, mask, time_major)
+    jax.eval_shape(cells.family_of(params).step, params, carry, xs_t[0])  # static checks, no FLOPs
+    final, ys = _fused_scan(params, carry, xs_t, mask_t, reverse, unroll)
+    return final, (ys if time_major else _batch_major(ys, batch_shape))
+
+
+def _fused_forward(params, carry, xs_t, mask_t, reverse, unroll, save):
+    pointwise = cells.family_of(params).pointwise
+
+    def body(c, inputs):
+        x, m = inputs
+        zx, zh = x @ params.w_x, c.h @ params.w_h
+        new_c, y = _freeze(m, *pointwise(params, c, zx, zh), c)
+        return new_c, (y, (c, zx, zh) if save else None)
+
+    final, (ys, saved) = jax.lax.scan(body, carry, (xs_t, mask_t), reverse=reverse, unroll=unroll)
+    return (final, ys), saved
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _fused_scan(params, carry, xs_t, mask_t, reverse, unroll):
+    return _fused_forward(params, carry, xs_t, mask_t, reverse, unroll, save=False)[0]
+
+
+def _fused_scan_fwd(params, carry, xs_t, mask_t, reverse, unroll):
+    out, saved = _fused_forward(params, carry, xs_t, mask_t, reverse, unroll, save=True)
+    return out, (params, xs_t, mask_t, saved)
+
+
+def _fused_scan_bwd(reverse, unroll, residuals, cotangents):
+    params, xs_t, mask_t, (prev, zx, zh) = residuals
+    d_final, d_ys = cotangents
+    pointwise = cells.family_of(params).pointwise
+    rest = params._replace(w_x=None, w_h=None)  # what pointwise differentiates
+
+    def body(d_c, inputs):
+        c, zx_t, zh_t, m, dy = inputs
+        _, vjp = jax.vjp(lambda r, c, a, b: _freeze(m, *pointwise(r, c, a, b), c), rest, c, zx_t, zh_t)
+        d_rest, d_prev, d_zx, d_zh = vjp((d_c, dy))
+        d_prev = d_prev._replace(h=d_prev.h + d_zh @ params.w_h.T)
+        return d_prev, (d_rest, d_zx, d_zh)
+
+    d_carry, (d_rest, d_zx, d_zh) = jax.lax.scan(
+        body, d_final, (prev, zx, zh, mask_t, d_ys), reverse=not reverse, unroll=unroll
+    )
+
+    def rows(a):  # (T, *batch, F) -> (T * batch, F)
+        return a.reshape(-1, a.shape[-1])
+
+    d_params = jax.tree.map(lambda g: g.sum(0), d_rest)._replace(
+        w_x=rows(xs_t).T @ rows(d_zx), w_h=rows(prev.h).T @ rows(d_zh)
+    )
+    return d_params, d_carry, d_zx @ params.w_x.T, None
+
+
+_fused_scan.defvjp(_fused_scan_fwd, _fused_scan_bwd)
+
+
+def _prepare(xs, lengths, mask, time_major):
+    """Validate ``xs`` and its lengths/mask; return ``(T, batch_shape, xs_t, mask_t)`` time-major."""
+    check_array(xs, "xs")
+    if xs.ndim < 2:
+        raise ValueError(
+            "Expected xs of rank >= 2 with shape (*batch, time, features) "
+            f"(or (time, *batch, features) with time_major=True), got shape {tuple(xs.shape)}."
+        )
+    if time_major:
+        time, batch_shape, xs_t = xs.shape[0], tuple(xs.shape[1:-1]), xs
+    else:
+        time, batch_shape, xs_t = xs.shape[-2], tuple(xs.shape[:-2]), jnp.moveaxis(xs, -2, 0)
+    if time == 0:
+        raise ValueError(f"Expected a non-empty time axis, got xs of shape {tuple(xs.shape)} with 0 steps.")
+    return time, batch_shape, xs_t, _time_major_mask(lengths, mask, xs, time, batch_shape, time_major)
+
+
+def _batch_major(outs, batch_shape):
+    """Move the leading time axis of every output leaf to just after the batch axes."""
+    return jax.tree.map(lambda v: jnp.moveaxis(v, 0, len(batch_shape)), outs)
+
+
+def _freeze(m_t, new_c, y, old_c):
+    """Masked step: keep the old carry and output zeros where ``m_t`` (shape batch) is False."""
+    if m_t is None:
+        return new_c, y
+    new_c = jax.tree.map(lambda n, o: jnp.where(_broadcast_mask(m_t, n, "carry"), n, o), new_c, old_c)
+    y = jax.tree.map(lambda v: jnp.where(_broadcast_mask(m_t, v, "output"), v, jnp.zeros_like(v)), y)
+    return new_c, y
+
+
+def _time_major_mask(lengths, mask, xs, time, batch_shape, time_major) -> Optional[jax.Array]:
+    """The validity mask as ``(T, *batch)`` booleans, or ``None`` when every step is valid."""
+    if lengths is not None and mask is not None:
+        raise ValueError("Pass lengths or mask, not both.")
+    if lengths is not None:
+        return _mask_from_lengths(check_lengths(lengths, batch_shape, time), time, time_major=True)
+    if mask is None:
+        return None
+    check_array(mask, "mask")
+    if tuple(mask.shape) != tuple(xs.shape[:-1]):
+        layout = "(time, *batch)" if time_major else "(*batch, time)"
+        raise ValueError(
+            f"Expected mask with shape {tuple(xs.shape[:-1])} {layout}, i.e. xs.shape[:-1], "
+            f"got shape {tuple(mask.shape)}."
+        )
+    if mask.dtype != jnp.bool_:
+        raise ValueError(f"Expected a boolean mask, got dtype {mask.dtype}.")
+    return mask if time_major else jnp.moveaxis(mask, -1, 0)

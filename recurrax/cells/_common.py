@@ -1,0 +1,61 @@
+"""Checks shared by every cell family's ``init``, ``initial_carry`` and ``step``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from recurrax._checks import check_array, check_params_type, check_positive_int
+
+
+def check_sizes(input_size: Any, hidden_size: Any) -> tuple[int, int]:
+    return check_positive_int(input_size, "input_size"), check_positive_int(hidden_size, "hidden_size")
+
+
+def zeros_carry(carry_type: type, params: Any, params_type: type, batch_shape: Any, fn: str):
+    """A carry of zeros, every field ``(*batch_shape, hidden_size)`` in the params' dtype."""
+    check_params_type(params, params_type, fn)
+    if isinstance(batch_shape, int):
+        raise ValueError(f"Expected batch_shape as a tuple of ints, got the int {batch_shape}; write ({batch_shape},).")
+    batch_shape = tuple(batch_shape)
+    hidden_size = params.w_h.shape[0]
+    zeros = jnp.zeros(batch_shape + (hidden_size,), params.w_h.dtype)
+    return carry_type(*([zeros] * len(carry_type._fields)))
+
+
+def check_step(params: Any, params_type: type, carry: Any, carry_type: type, x: Any, fn: str) -> None:
+    """Static checks of one step: params family, input feature size, carry type and shapes."""
+    check_params_type(params, params_type, fn)
+    input_size, hidden_size = params.w_x.shape[0], params.w_h.shape[0]
+    check_array(x, "x")
+    if x.ndim < 1 or x.shape[-1] != input_size:
+        raise ValueError(
+            f"Expected x with last dimension {input_size} (the cell's input_size), "
+            f"got shape {tuple(x.shape)}."
+        )
+    if not isinstance(carry, carry_type):
+        raise ValueError(f"{fn} expects a {carry_type.__name__} carry, got {type(carry).__name__}.")
+    expected = tuple(x.shape[:-1]) + (hidden_size,)
+    for name, value in zip(carry_type._fields, carry):
+        check_array(value, f"carry.{name}")
+        if tuple(value.shape) != expected:
+            raise ValueError(
+                f"Expected carry.{name} with shape {expected} (x's batch shape + hidden_size), "
+                f"got shape {tuple(value.shape)}."
+            )
+
+
+def lift(v: jax.Array, like: jax.Array) -> jax.Array:
+    """``v`` (e.g. a bias ``(H,)``) with leading unit axes up to ``like``'s rank.
+
+    Broadcasting against the batch axes is thus explicit, so the cells also run under
+    ``jax_numpy_rank_promotion="raise"`` (the test suite's strict mode).
+    """
+    return jax.lax.broadcast_to_rank(v, like.ndim)
+
+
+def split_gates(z: jax.Array, num: int) -> list[jax.Array]:
+    """Split fused pre-activations ``(..., num * H)`` into ``num`` blocks of ``(..., H)``."""
+    return jnp.split(z, num, axis=-1)

@@ -1,0 +1,242 @@
+"""An independent float64 NumPy transcription of the cell equations and of the sequence layers.
+
+Written from the equations in the module docstrings of ``recurrax/cells/{elman,lstm,gru}.py``
+(which follow the seeds and DESIGN.md), gate by gate, for one example at a time, with a plain
+Python loop over time. Nothing here calls recurrax: the recurrax NamedTuples are only read as
+containers of arrays.
+
+Conventions: kernels are stored ``(in, out)`` and applied ``x @ W``; fused gate order is
+i, f, g, o for the LSTM and r, z, n for the GRU.
+
+Masking semantics (DESIGN.md, "Variable-length contract"): at a masked step the carry is left as
+it was and the output is zero. ``reverse=True`` visits t = T-1, ..., 0 and keeps outputs aligned
+with their inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+
+def sigmoid(v: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+ACTIVATIONS = {
+    "tanh": np.tanh,
+    "relu": lambda v: np.maximum(v, 0.0),
+    "sigmoid": sigmoid,
+    "identity": lambda v: v,
+}
+
+_FAMILY_OF_TYPE = {"ElmanParams": "elman", "LSTMParams": "lstm", "GRUParams": "gru"}
+CARRY_FIELDS = {"elman": ("h",), "lstm": ("h", "c"), "gru": ("h",)}
+
+
+def f64(a: Any) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64)
+
+
+def cell_params(params: Any) -> dict:
+    """A recurrax cell-params NamedTuple as a dict of float64 arrays plus its family name."""
+    family = _FAMILY_OF_TYPE[type(params).__name__]
+    out = {"family": family}
+    for name, value in params._asdict().items():
+        if name == "activation":
+            out[name] = value.name
+        elif value is None:
+            out[name] = None
+        else:
+            out[name] = f64(value)
+    return out
+
+
+def carry_dict(carry: Any) -> dict:
+    """A recurrax carry NamedTuple as a dict of float64 arrays."""
+    return {name: f64(value) for name, value in carry._asdict().items()}
+
+
+def zero_carry(p: dict, batch_shape: tuple = ()) -> dict:
+    hidden = p["w_h"].shape[0]
+    return {name: np.zeros(batch_shape + (hidden,)) for name in CARRY_FIELDS[p["family"]]}
+
+
+# --------------------------------------------------------------------------- one example, one step
+
+
+def elman_step(p: dict, carry: dict, x: np.ndarray):
+    """h' = f(x W_x + h W_h + b)."""
+    f = ACTIVATIONS[p["activation"]]
+    h = f(x @ p["w_x"] + carry["h"] @ p["w_h"] + p["b"])
+    return {"h": h}, h
+
+
+def lstm_step(p: dict, carry: dict, x: np.ndarray):
+    """Seeds' LSTM, gate blocks i, f, g, o; peepholes p_i, p_f on c and p_o on c'."""
+    hidden = p["w_h"].shape[0]
+    h, c = carry["h"], carry["c"]
+
+    def pre(gate):  # gate index in i, f, g, o
+        cols = slice(gate * hidden, (gate + 1) * hidden)
+        return x @ p["w_x"][:, cols] + h @ p["w_h"][:, cols] + p["b"][cols]
+
+    if p["w_peep"] is None:
+        p_i = p_f = p_o = np.zeros(hidden)
+    else:
+        p_i, p_f, p_o = p["w_peep"][0], p["w_peep"][1], p["w_peep"][2]
+    i = sigmoid(pre(0) + p_i * c)
+    f = sigmoid(pre(1) + p_f * c)
+    g = np.tanh(pre(2))
+    c_new = f * c + i * g
+    o = sigmoid(pre(3) + p_o * c_new)
+    h_new = o * np.tanh(c_new)
+    return {"h": h_new, "c": c_new}, h_new
+
+
+def gru_step(p: dict, carry: dict, x: np.ndarray):
+    """GRU, gate blocks r, z, n; reset-after when ``b_hn`` is present, else reset-before."""
+    hidden = p["w_h"].shape[0]
+    h = carry["h"]
+    blocks = [slice(k * hidden, (k + 1) * hidden) for k in range(3)]
+    w_xr, w_xz, w_xn = (p["w_x"][:, s] for s in blocks)
+    w_hr, w_hz, w_hn = (p["w_h"][:, s] for s in blocks)
+    b_r, b_z, b_n = (p["b"][s] for s in blocks)
+    r = sigmoid(x @ w_xr + b_r + h @ w_hr)
+    z = sigmoid(x @ w_xz + b_z + h @ w_hz)
+    if p["b_hn"] is not None:
+        # reset-after: n = tanh(x W_n + b_in + r ⊙ (h U_n + b_hn)), h' = (1 − z) ⊙ n + z ⊙ h
+        n = np.tanh(x @ w_xn + b_n + r * (h @ w_hn + p["b_hn"]))
+        h_new = (1.0 - z) * n + z * h
+    else:
+        # reset-before: h̃ = tanh(x W_h + (r ⊙ h) U_h + b_h), h' = (1 − z) ⊙ h + z ⊙ h̃
+        candidate = np.tanh(x @ w_xn + (r * h) @ w_hn + b_n)
+        h_new = (1.0 - z) * h + z * candidate
+    return {"h": h_new}, h_new
+
+
+STEPS = {"elman": elman_step, "lstm": lstm_step, "gru": gru_step}
+
+
+def step(p: dict, carry: dict, x: np.ndarray):
+    """One step for one example: ``carry`` fields ``(H,)``, ``x`` ``(D,)``."""
+    return STEPS[p["family"]](p, carry, x)
+
+
+def step_batched(p: dict, carry: dict, x: np.ndarray):
+    """``step`` applied example by example over the leading batch axes of ``x``."""
+    batch_shape = x.shape[:-1]
+    hidden = p["w_h"].shape[0]
+    new = {name: np.zeros(batch_shape + (hidden,)) for name in carry}
+    ys = np.zeros(batch_shape + (hidden,))
+    for idx in np.ndindex(*batch_shape):
+        c, y = step(p, {name: v[idx] for name, v in carry.items()}, x[idx])
+        for name in new:
+            new[name][idx] = c[name]
+        ys[idx] = y
+    return new, ys
+
+
+# --------------------------------------------------------------------------- sequences
+
+
+def run(p: dict, xs: np.ndarray, carry: Optional[dict] = None, mask: Optional[np.ndarray] = None,
+        reverse: bool = False, return_carries: bool = False):
+    """One sequence ``xs`` ``(T, D)``: a Python loop over time with the masking semantics.
+
+    Returns ``(final_carry, ys)`` (``ys`` ``(T, H)``), plus the carry after every step
+    ``{name: (T, H)}`` with ``return_carries=True``.
+    """
+    time = xs.shape[0]
+    hidden = p["w_h"].shape[0]
+    carry = zero_carry(p) if carry is None else {k: f64(v) for k, v in carry.items()}
+    ys = np.zeros((time, hidden))
+    carries = {name: np.zeros((time, hidden)) for name in carry}
+    order = range(time - 1, -1, -1) if reverse else range(time)
+    for t in order:
+        if mask is None or mask[t]:
+            carry, ys[t] = step(p, carry, f64(xs[t]))
+        for name in carry:
+            carries[name][t] = carry[name]
+    if return_carries:
+        return carry, ys, carries
+    return carry, ys
+
+
+def run_batched(p: dict, xs: np.ndarray, carry: Optional[dict] = None, mask: Optional[np.ndarray] = None,
+                reverse: bool = False, return_carries: bool = False):
+    """``run`` for every sequence of ``xs`` ``(*batch, T, D)``; ``mask`` is ``(*batch, T)``."""
+    batch_shape = xs.shape[:-2]
+    time, hidden = xs.shape[-2], p["w_h"].shape[0]
+    if carry is None:
+        carry = zero_carry(p, batch_shape)
+    finals = {name: np.zeros(batch_shape + (hidden,)) for name in carry}
+    ys = np.zeros(batch_shape + (time, hidden))
+    carries = {name: np.zeros(batch_shape + (time, hidden)) for name in carry}
+    for idx in np.ndindex(*batch_shape):
+        out = run(p, xs[idx], {k: v[idx] for k, v in carry.items()},
+                  None if mask is None else mask[idx], reverse, return_carries=True)
+        for name in finals:
+            finals[name][idx] = out[0][name]
+            carries[name][idx] = out[2][name]
+        ys[idx] = out[1]
+    if return_carries:
+        return finals, ys, carries
+    return finals, ys
+
+
+def lengths_to_mask(lengths: np.ndarray, time: int) -> np.ndarray:
+    """``mask[..., t] = t < lengths``, written as a loop."""
+    lengths = np.asarray(lengths)
+    mask = np.zeros(lengths.shape + (time,), dtype=bool)
+    for idx in np.ndindex(*lengths.shape):
+        mask[idx][: int(lengths[idx])] = True
+    return mask
+
+
+# --------------------------------------------------------------------------- layers (one unpadded sequence)
+
+
+def _initial(layer: Any) -> Optional[dict]:
+    return None if layer.initial is None else carry_dict(layer.initial)
+
+
+def rnn(layer: Any, xs: np.ndarray, reverse: bool = False):
+    """A recurrax ``RNNParams`` layer over one unpadded sequence ``(L, D)``: ``(final, ys)``."""
+    return run(cell_params(layer.cell), f64(xs), _initial(layer), reverse=reverse)
+
+
+def merge(name: str, forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
+    if name == "concat":
+        return np.concatenate([forward, backward], axis=-1)
+    if name == "sum":
+        return forward + backward
+    assert name == "mean"
+    return (forward + backward) / 2.0
+
+
+def bidirectional(layer: Any, xs: np.ndarray):
+    """Forward over ``xs``; backward over the time-reversed sequence, its outputs reversed back."""
+    fwd_final, fwd = rnn(layer.forward, xs)
+    bwd_final, bwd_rev = rnn(layer.backward, f64(xs)[::-1])
+    return (fwd_final, bwd_final), merge(layer.merge.name, fwd, bwd_rev[::-1])
+
+
+def stack(params: Any, xs: np.ndarray, residual: bool = False):
+    """A recurrax ``StackParams`` over one unpadded sequence: ``(finals, top outputs)``."""
+    hs, finals = f64(xs), []
+    for index, layer in enumerate(params.layers):
+        if hasattr(layer, "merge"):
+            final, out = bidirectional(layer, hs)
+        else:
+            final, out = rnn(layer, hs)
+        if residual and index > 0:
+            out = out + hs
+        finals.append(final)
+        hs = out
+    return finals, hs
+
+
+def dense(head: Any, x: np.ndarray) -> np.ndarray:
+    return f64(x) @ f64(head.w) + f64(head.b)

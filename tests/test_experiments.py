@@ -1,0 +1,96 @@
+"""The experiments run end to end at their quick configs, and the CLI parses and rejects options."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from experiments import EXPERIMENTS, _cli, bench, demo
+
+
+@pytest.fixture(autouse=True)
+def standard_promotion():
+    # optax raises floats to integer step counts, which the suite's strict promotion forbids.
+    with jax.numpy_dtype_promotion("standard"):
+        yield
+
+
+def test_demo_quick_loss_falls(tmp_path):
+    results = demo.run(demo.QUICK, tmp_path)
+    assert results["final_loss_bits"] < results["first_loss_bits"] - 0.5
+    # The first loss of an untrained model is close to log2(vocabulary size).
+    assert abs(results["first_loss_bits"] - 6.687) < 0.3
+
+
+def test_bench_quick_writes_rows_with_ratios(tmp_path):
+    results = bench.run(bench.QUICK, tmp_path)
+    rows = results["rows"]
+    impls = {(row["cell"], row["impl"], row["mode"]) for row in rows}
+    assert ("lstm", "flax.linen OptimizedLSTMCell", "forward+backward") in impls
+    assert ("gru", "flax.linen GRUCell", "forward") in impls
+    for row in rows:
+        assert row["min_ms"] <= row["median_ms"] <= row["max_ms"]
+        ours = next(r for r in rows if r["cell"] == row["cell"] and r["impl"] == "recurrax"
+                    and r["mode"] == row["mode"])
+        assert row["ratio"] == pytest.approx(ours["median_ms"] / row["median_ms"])
+    assert (tmp_path / "results.md").read_text().count("| recurrax |") == 4
+
+
+def test_bench_gradients_agree_with_flax_cell_math():
+    # The benchmark compares like with like: recurrax's LSTM with flax.linen's parameters
+    # transplanted gives flax.linen's outputs (both use gate order i, f, g, o).
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    import recurrax
+
+    hidden, features = 4, 3
+    xs = jax.random.normal(jax.random.key(0), (2, 5, features))
+    model = nn.RNN(nn.OptimizedLSTMCell(hidden))
+    variables = model.init(jax.random.key(1), xs)
+    cell = variables["params"]["cell"]
+    w_x = jnp.concatenate([cell["ii"]["kernel"], cell["if"]["kernel"], cell["ig"]["kernel"], cell["io"]["kernel"]], 1)
+    w_h = jnp.concatenate([cell["hi"]["kernel"], cell["hf"]["kernel"], cell["hg"]["kernel"], cell["ho"]["kernel"]], 1)
+    b = jnp.concatenate([cell["hi"]["bias"], cell["hf"]["bias"], cell["hg"]["bias"], cell["ho"]["bias"]])
+    params = recurrax.RNNParams(recurrax.LSTMParams(w_x, w_h, b, None), None)
+    ours = recurrax.rnn(params, xs)[1]
+    theirs = model.apply(variables, xs)
+    assert jnp.allclose(ours, theirs, atol=1e-5)
+
+
+def test_cli_lists_and_overrides():
+    out = subprocess.run([sys.executable, "-m", "experiments"], capture_output=True, text=True, check=True)
+    for name in EXPERIMENTS:
+        assert name in out.stdout
+    config = _cli.parse_overrides(bench.Config(), ["--shapes", "2x3x4x5,6x7x8x9", "--cells", "gru", "--repeats", "3"])
+    assert config.shapes == ((2, 3, 4, 5), (6, 7, 8, 9))
+    assert config.cells == ("gru",)
+    assert config.repeats == 3
+    assert dataclasses.replace(demo.Config(), steps=5) == _cli.parse_overrides(demo.Config(), ["--steps", "5"])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--nope", "1"], "Unknown option --nope"),
+        (["--steps"], "--steps needs a value"),
+        (["steps", "3"], "Expected --key value pairs"),
+    ],
+)
+def test_cli_rejects_bad_options(args, message):
+    with pytest.raises(ValueError, match=message):
+        _cli.parse_overrides(demo.Config(), args)
+
+
+def test_cli_writes_results_json(tmp_path):
+    out_dir = tmp_path / "demo"
+    subprocess.run(
+        [sys.executable, "-m", "experiments", "demo", "--quick", "--steps", "3", "--out", str(out_dir)],
+        check=True, capture_output=True,
+    )
+    saved = json.loads((out_dir / "results.json").read_text())
+    assert saved["config"]["steps"] == 3
+    assert len(saved["results"]["history"]) >= 2

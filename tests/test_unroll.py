@@ -1,0 +1,380 @@
+"""``unroll``: variable lengths and masks, reverse, layouts, unroll factor, remat, carries.
+
+References: the NumPy transcription with its masking loop, Python loops of ``step``, unpadded
+single-sequence runs, and the option-free ``unroll`` itself (for options that must not change
+results).
+"""
+
+import functools
+
+import chex
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+import numpy_reference as ref
+import recurrax
+from cell_cases import CASES_BY_ID, HIDDEN_SIZE, INPUT_SIZE
+
+T = 6
+SUBSET = [CASES_BY_ID[name] for name in ("elman-tanh", "lstm-peephole", "gru-reset-after")]
+subset = pytest.mark.parametrize("case", SUBSET, ids=[c.id for c in SUBSET])
+
+
+def _setup(case, key, batch_shape=(4,), time=T):
+    k_p, k_c, k_x = jax.random.split(key, 3)
+    params = case.init(k_p)
+    carry = case.random_carry(k_c, params, batch_shape)
+    xs = jax.random.normal(k_x, batch_shape + (time, INPUT_SIZE))
+    return functools.partial(case.module.step, params), params, carry, xs
+
+
+def _tree_at(tree, idx):
+    return jax.tree.map(lambda v: v[idx], tree)
+
+
+def _assert_equal(a, b):
+    chex.assert_trees_all_equal(a, b)
+
+
+# --------------------------------------------------------------------------- lengths and masks
+
+
+@subset
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_lengths_and_equivalent_mask_give_identical_results(case, key, reverse):
+    step, _, carry, xs = _setup(case, key)
+    lengths = jnp.array([6, 0, 3, 1])
+    mask = recurrax.sequence_mask(lengths, T)
+    np.testing.assert_array_equal(np.asarray(mask), ref.lengths_to_mask(lengths, T))
+    with_lengths = recurrax.unroll(step, carry, xs, lengths=lengths, reverse=reverse, return_carries=True)
+    with_mask = recurrax.unroll(step, carry, xs, mask=mask, reverse=reverse, return_carries=True)
+    _assert_equal(with_lengths, with_mask)
+
+
+def test_sequence_mask_layouts():
+    lengths = jnp.array([[0, 3], [5, 1]])
+    want = ref.lengths_to_mask(lengths, 5)
+    np.testing.assert_array_equal(np.asarray(recurrax.sequence_mask(lengths, 5)), want)
+    np.testing.assert_array_equal(np.asarray(recurrax.sequence_mask(lengths, 5, time_major=True)),
+                                  np.moveaxis(want, -1, 0))
+    np.testing.assert_array_equal(np.asarray(recurrax.sequence_mask(jnp.array(2), 4)), [True, True, False, False])
+
+
+@subset
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_masked_steps_freeze_carry_and_zero_output(case, key, reverse):
+    step, params, carry, xs = _setup(case, key)
+    mask = jax.random.bernoulli(jax.random.key(7), 0.5, (4, T))  # any pattern, holes included
+    mask = mask.at[0].set(True).at[1].set(False)
+    final, ys, carries = recurrax.unroll(step, carry, xs, mask=mask, reverse=reverse, return_carries=True)
+    m = np.asarray(mask)
+    ys, carries = np.asarray(ys), jax.tree.map(np.asarray, carries)
+    order = list(range(T - 1, -1, -1)) if reverse else list(range(T))
+    for b in range(4):
+        previous = _tree_at(jax.tree.map(np.asarray, carry), b)
+        for t in order:
+            here = _tree_at(carries, (b, t))
+            if not m[b, t]:
+                assert (ys[b, t] == 0).all()
+                _assert_equal(here, previous)  # frozen: bit for bit the previous carry
+            previous = here
+        _assert_equal(_tree_at(jax.tree.map(np.asarray, final), b), previous)
+    want_final, want_ys, want_carries = ref.run_batched(
+        ref.cell_params(params), ref.f64(xs), ref.carry_dict(carry), mask=m, reverse=reverse, return_carries=True)
+    np.testing.assert_allclose(ys, want_ys, rtol=1e-5, atol=1e-6)
+    for name in carries._fields:
+        np.testing.assert_allclose(getattr(carries, name), want_carries[name], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(getattr(final, name), want_final[name], rtol=1e-5, atol=1e-6)
+
+
+@subset
+def test_final_carry_is_each_sequence_carry_at_its_last_valid_step(case, key):
+    step, _, carry, xs = _setup(case, key)
+    lengths = [6, 0, 3, 1]
+    final, ys, carries = recurrax.unroll(step, carry, xs, lengths=jnp.array(lengths), return_carries=True)
+    for b, length in enumerate(lengths):
+        if length == 0:
+            _assert_equal(_tree_at(final, b), _tree_at(carry, b))
+            assert (np.asarray(ys[b]) == 0).all()
+            continue
+        _assert_equal(_tree_at(final, b), _tree_at(carries, (b, length - 1)))
+        single_final, single_ys = recurrax.unroll(step, _tree_at(carry, b), xs[b, :length])
+        chex.assert_trees_all_close(_tree_at(final, b), single_final, rtol=1e-6, atol=1e-6)
+        chex.assert_trees_all_close(ys[b, :length], single_ys, rtol=1e-6, atol=1e-6)
+        assert (np.asarray(ys[b, length:]) == 0).all()
+
+
+@subset
+def test_reverse_is_length_aware(case, key):
+    """Reverse over a padded batch == running each reversed unpadded sequence forward."""
+    step, params, carry, xs = _setup(case, key)
+    lengths = [6, 0, 3, 1]
+    final, ys = recurrax.unroll(step, carry, xs, lengths=jnp.array(lengths), reverse=True)
+    for b, length in enumerate(lengths):
+        assert (np.asarray(ys[b, length:]) == 0).all()
+        if length == 0:
+            _assert_equal(_tree_at(final, b), _tree_at(carry, b))
+            continue
+        fwd_final, fwd_ys = recurrax.unroll(step, _tree_at(carry, b), jnp.flip(xs[b, :length], 0))
+        chex.assert_trees_all_close(_tree_at(final, b), fwd_final, rtol=1e-6, atol=1e-6)
+        chex.assert_trees_all_close(ys[b, :length], jnp.flip(fwd_ys, 0), rtol=1e-6, atol=1e-6)
+        # and the NumPy loop agrees on which steps come first
+        want_final, want_ys = ref.run(ref.cell_params(params), ref.f64(xs[b, :length]),
+                                      ref.carry_dict(_tree_at(carry, b)), reverse=True)
+        np.testing.assert_allclose(np.asarray(ys[b, :length]), want_ys, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- layouts and scan options
+
+
+@subset
+@pytest.mark.parametrize("batch_shape", [(3,), (2, 3)], ids=["batch", "two-batch-dims"])
+@pytest.mark.parametrize("masking", ["none", "lengths", "mask"])
+def test_time_major_equals_batch_major(case, key, batch_shape, masking):
+    step, _, carry, xs = _setup(case, key, batch_shape)
+    lengths = jax.random.randint(jax.random.key(3), batch_shape, 0, T + 1)
+    mask = jax.random.bernoulli(jax.random.key(4), 0.6, batch_shape + (T,))
+    options = {"none": {}, "lengths": {"lengths": lengths}, "mask": {"mask": mask}}[masking]
+    batch_major = recurrax.unroll(step, carry, xs, return_carries=True, **options)
+    if masking == "mask":
+        options = {"mask": jnp.moveaxis(mask, -1, 0)}
+    time_major = recurrax.unroll(step, carry, jnp.moveaxis(xs, -2, 0), time_major=True, return_carries=True,
+                                 **options)
+    axis = len(batch_shape)
+    final, ys, carries = time_major
+    _assert_equal(batch_major, (final, jnp.moveaxis(ys, 0, axis), jax.tree.map(lambda v: jnp.moveaxis(v, 0, axis),
+                                                                              carries)))
+
+
+@subset
+@pytest.mark.parametrize("factor", [2, 4, True], ids=["2", "4", "full"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_unroll_factor_gives_same_results(case, key, factor, reverse):
+    step, _, carry, xs = _setup(case, key)
+    lengths = jnp.array([6, 0, 3, 5])
+    want = recurrax.unroll(step, carry, xs, lengths=lengths, reverse=reverse)
+    got = recurrax.unroll(step, carry, xs, lengths=lengths, reverse=reverse, unroll=factor)
+    chex.assert_trees_all_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+@subset
+@pytest.mark.parametrize("remat", [
+    True, jax.checkpoint_policies.dots_with_no_batch_dims_saveable, jax.checkpoint_policies.nothing_saveable,
+], ids=["remat", "dots-saveable-policy", "nothing-saveable-policy"])
+def test_remat_gives_same_values_and_gradients(case, key, remat):
+    _, params, carry, xs = _setup(case, key)
+    lengths = jnp.array([6, 2, 3, 5])
+
+    def loss(params, carry, xs, remat):
+        final, ys = recurrax.unroll(functools.partial(case.module.step, params), carry, xs, lengths=lengths,
+                                    remat=remat)
+        return jnp.sum(ys ** 2) + sum(jnp.sum(v ** 2) for v in final), (final, ys)
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True), static_argnums=3)
+    want_grads, want_out = grad(params, carry, xs, False)
+    got_grads, got_out = grad(params, carry, xs, remat)
+    chex.assert_trees_all_close(got_out, want_out, rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(got_grads, want_grads, rtol=1e-6, atol=1e-7)
+    assert all(np.abs(np.asarray(g)).max() > 0 for g in jax.tree.leaves(want_grads))
+
+
+@subset
+def test_return_carries_equals_python_loop(case, key):
+    step, params, carry, xs = _setup(case, key, (2,))
+    final, ys, carries = recurrax.unroll(step, carry, xs, return_carries=True)
+    loop_carries, c = [], carry
+    for t in range(T):
+        c, _ = step(c, xs[:, t])
+        loop_carries.append(c)
+    want = jax.tree.map(lambda *vs: jnp.stack(vs, axis=1), *loop_carries)
+    chex.assert_trees_all_close(carries, want, rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_close(final, c, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(ys), np.asarray(carries.h))  # y_t is h_t for every cell
+
+
+@subset
+def test_xs_none_runs_length_steps(case, key):
+    """Autonomous runs (no inputs): ``x_t`` is None, outputs are time-major."""
+    _, params, carry, _ = _setup(case, key, (2,))
+    zero_input = jnp.zeros((2, INPUT_SIZE))
+
+    def step(c, x):
+        assert x is None
+        return case.module.step(params, c, zero_input)
+
+    final, ys, carries = recurrax.unroll(step, carry, None, length=5, time_major=True, return_carries=True)
+    assert ys.shape == (5, 2, HIDDEN_SIZE)
+    c, loop_ys = carry, []
+    for _ in range(5):
+        c, y = case.module.step(params, c, zero_input)
+        loop_ys.append(y)
+    chex.assert_trees_all_close((final, ys), (c, jnp.stack(loop_ys)), rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_close(carries.h, ys, rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------- padding invariance (property)
+
+PT, PD, PH = 5, 3, 4  # max time, features, hidden: fixed, so nothing recompiles per example
+
+
+def _layer(case_id, key, input_size, hidden_size, learned_initial=False):
+    k_cell, k_init = jax.random.split(key)
+    case = CASES_BY_ID[case_id]
+    cell = case.init(k_cell, input_size, hidden_size)
+    initial = case.random_carry(k_init, cell) if learned_initial else None
+    return recurrax.RNNParams(cell=cell, initial=initial)
+
+
+def _bidi(case_id, key, input_size, hidden_size, merge):
+    k_f, k_b = jax.random.split(key)
+    return recurrax.BidirectionalParams(_layer(case_id, k_f, input_size, hidden_size),
+                                        _layer(case_id, k_b, input_size, hidden_size), recurrax.Merge(merge))
+
+
+def _initial_finals(params):
+    """What a length-0 sequence must return as final carries: each layer's starting carry."""
+    if isinstance(params, recurrax.RNNParams):
+        return recurrax.rnn_initial_carry(params)
+    if isinstance(params, recurrax.BidirectionalParams):
+        return (recurrax.rnn_initial_carry(params.forward), recurrax.rnn_initial_carry(params.backward))
+    return tuple(_initial_finals(layer) for layer in params.layers)
+
+
+@functools.lru_cache(maxsize=None)
+def _property_setup(config):
+    """(params, run(params, xs, lengths) jitted once, batch shape) for one configuration."""
+    keys = jax.random.split(jax.random.key(11), 3)
+    batch_shape = (2, 2) if config == "stack-two-batch-dims" else (3,)
+    if config == "forward":
+        params = _layer("lstm-peephole", keys[0], PD, PH, learned_initial=True)
+        run = functools.partial(recurrax.rnn)
+    elif config == "reverse":
+        params = _layer("gru-reset-after", keys[0], PD, PH)
+        run = functools.partial(recurrax.rnn, reverse=True)
+    elif config == "bidirectional":
+        params = _bidi("gru-reset-before", keys[0], PD, PH, "concat")
+        run = recurrax.bidirectional
+    else:  # a deep stack: bidirectional LSTM (sum) under a GRU with a learned initial state
+        params = recurrax.StackParams(layers=(
+            _bidi("lstm-peephole", keys[0], PD, PH, "sum"),
+            _layer("elman-tanh", keys[1], PH, PH),
+            _layer("gru-reset-after", keys[2], PH, PH, learned_initial=True),
+        ))
+        run = recurrax.stack
+
+    @jax.jit
+    def padded(params, xs, lengths):
+        return run(params, xs, lengths=lengths)
+
+    @jax.jit
+    def single(params, xs):  # compiled once per length (at most PT lengths)
+        return run(params, xs)
+
+    return params, padded, single, batch_shape
+
+
+def _garbage(kind, seed, shape):
+    rng = np.random.default_rng(seed)
+    if kind == "zeros":
+        return np.zeros(shape, np.float32)
+    if kind == "huge":
+        return (1e6 * rng.standard_normal(shape)).astype(np.float32)
+    values = rng.standard_normal(shape).astype(np.float32)
+    if kind == "nan":
+        values[rng.random(shape) < 0.5] = np.nan
+    return values
+
+
+@pytest.mark.parametrize("config", ["forward", "reverse", "bidirectional", "stack", "stack-two-batch-dims"])
+@settings(max_examples=25, deadline=None, database=None)
+@given(data=st.data())
+def test_padding_invariance(config, data):
+    params, padded, single, batch_shape = _property_setup(config)
+    size = int(np.prod(batch_shape))
+    lengths = np.array(data.draw(st.lists(st.integers(0, PT), min_size=size, max_size=size), label="lengths"),
+                       np.int32).reshape(batch_shape)
+    kind = data.draw(st.sampled_from(["zeros", "normal", "huge", "nan"]), label="padding")
+    seed = data.draw(st.integers(0, 2 ** 31 - 1), label="seed")
+    shape = batch_shape + (PT, PD)
+    valid = ref.lengths_to_mask(lengths, PT)[..., None]
+    values = np.asarray(jax.random.normal(jax.random.key(seed % 1000), shape))
+    xs_zero_padded = np.where(valid, values, np.float32(0))
+    xs_garbage = np.where(valid, values, _garbage(kind, seed, shape))
+
+    finals, ys = padded(params, jnp.asarray(xs_garbage), jnp.asarray(lengths))
+    # padding content never reaches the valid outputs or the final carries, not even a NaN
+    _assert_equal((finals, ys), padded(params, jnp.asarray(xs_zero_padded), jnp.asarray(lengths)))
+    ys = np.asarray(ys)
+    for idx in np.ndindex(*batch_shape):
+        length = int(lengths[idx])
+        assert (ys[idx][length:] == 0).all()
+        if length == 0:
+            want_finals = _initial_finals(params)
+        else:
+            want_finals, want_ys = single(params, jnp.asarray(values[idx][:length]))
+            np.testing.assert_allclose(ys[idx][:length], np.asarray(want_ys), rtol=1e-5, atol=1e-6)
+        chex.assert_trees_all_close(_tree_at(finals, idx), want_finals, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- fused backward pass
+
+FUSED = [c for c in CASES_BY_ID.values() if c.id != "gru-reset-before"]
+
+
+@pytest.mark.parametrize("case", FUSED, ids=[c.id for c in FUSED])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("masking", ["none", "lengths", "mask"])
+def test_unroll_cell_equals_autodiff_unroll(case, key, reverse, masking):
+    # unroll_cell's hand-fused backward pass against jax.grad through the plain scan, for
+    # params, initial carry and inputs, with two batch dimensions and a loss on the final carry.
+    _, params, carry, xs = _setup(case, key, batch_shape=(2, 3))
+    lengths = jnp.array([[6, 3, 0], [1, 5, 4]])
+    options = {
+        "none": {},
+        "lengths": {"lengths": lengths},
+        "mask": {"mask": jax.random.bernoulli(jax.random.key(5), 0.6, xs.shape[:-1])},
+    }[masking]
+
+    def loss(run, params, carry, xs):
+        final, ys = run(params, carry, xs)
+        return (ys**2).sum() + sum((1.7 * leaf).sum() for leaf in jax.tree.leaves(final))
+
+    plain = lambda p, c, x: recurrax.unroll(functools.partial(case.module.step, p), c, x, reverse=reverse, **options)
+    fused = lambda p, c, x: recurrax.unroll_cell(p, c, x, reverse=reverse, **options)
+    chex.assert_trees_all_close(fused(params, carry, xs), plain(params, carry, xs), atol=1e-6)
+    g_plain = jax.grad(functools.partial(loss, plain), argnums=(0, 1, 2))(params, carry, xs)
+    g_fused = jax.grad(functools.partial(loss, fused), argnums=(0, 1, 2))(params, carry, xs)
+    chex.assert_trees_all_close(g_fused, g_plain, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", [CASES_BY_ID["lstm-peephole"], CASES_BY_ID["gru-reset-after"]],
+                         ids=["lstm-peephole", "gru-reset-after"])
+def test_unroll_cell_check_grads(case, key):
+    with jax.enable_x64(True):
+        _, params, carry, xs = _setup(case, key, batch_shape=(2,))
+        params, carry, xs = jax.tree.map(lambda a: a.astype(jnp.float64), (params, carry, xs))
+        run = lambda p, c, x: recurrax.unroll_cell(p, c, x, lengths=jnp.array([6, 4]))
+        jax.test_util.check_grads(run, (params, carry, xs), order=1, modes=["rev"])
+
+
+def test_rnn_fused_and_autodiff_backward_agree_and_default_by_size(key):
+    params = recurrax.init_rnn(key, "lstm", 3, 128)
+    xs = jax.random.normal(jax.random.key(2), (2, 5, 3))
+    grads = {
+        fused: jax.grad(lambda p: recurrax.rnn(p, xs, lengths=jnp.array([5, 2]), fused_backward=fused)[1].sum())(params)
+        for fused in (True, False, None)
+    }
+    chex.assert_trees_all_close(grads[True], grads[False], atol=1e-5, rtol=1e-5)
+    chex.assert_trees_all_close(grads[None], grads[True], atol=0, rtol=0)  # H >= 128: fused by default
+    # Forward mode needs the autodiff path; the fused path is reverse-mode only.
+    jax.jvp(lambda p: recurrax.rnn(p, xs, fused_backward=False)[1], (params,), (params,))
+
+
+def test_unroll_cell_rejects_reset_before_gru(key):
+    params = recurrax.gru.init(key, 3, 4, reset_after=False)
+    with pytest.raises(ValueError, match="reset-before GRU"):
+        recurrax.unroll_cell(params, recurrax.gru.initial_carry(params, (2,)), jnp.ones((2, 5, 3)))
