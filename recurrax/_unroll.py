@@ -168,7 +168,8 @@ def unroll_cell(
     and afterwards computes the weight gradients as two large matrix products over all steps
     and sequences, ``δw_x = Σ_t x_tᵀ δz^x_t`` and ``δw_h = Σ_t h_{t-1}ᵀ δz^h_t`` (the cuDNN
     scheme, Appleyard et al. 2016), instead of accumulating small per-step products in the scan.
-    Stored per step: the carry before the step and the two products.
+    Stored per step: the carry before the step and the two products (their sum, for cells
+    that only read the sum).
 
     Limitation: a ``custom_vjp`` function supports reverse mode only; for forward-mode
     derivatives (``jax.jvp``, ``jax.jacfwd``) use ``unroll`` with the cell's ``step``.
@@ -184,14 +185,31 @@ def unroll_cell(
     return final, (ys if time_major else _batch_major(ys, batch_shape))
 
 
+def _pointwise_on_products(params):
+    """The family's pointwise part as a function of the stored products.
+
+    Families whose pointwise part reads the products only through ``zx + zh`` (``SUMS_PRODUCTS``:
+    Elman, LSTM) store and differentiate the one sum; the reset-after GRU needs ``zx`` and ``zh``
+    apart (``r ⊙ zh_n``). Returns ``(products(c, x), pointwise(rest, c, *products))``.
+    """
+    family = cells.family_of(params)
+    if getattr(family, "SUMS_PRODUCTS", False):
+        # zh = 0 is a constant that XLA folds away: x + broadcast(0) -> x.
+        return (
+            lambda c, x: (x @ params.w_x + c.h @ params.w_h,),
+            lambda rest, c, z: family.pointwise(rest, c, z, jnp.zeros_like(z)),
+        )
+    return (lambda c, x: (x @ params.w_x, c.h @ params.w_h)), family.pointwise
+
+
 def _fused_forward(params, carry, xs_t, mask_t, reverse, unroll, save):
-    pointwise = cells.family_of(params).pointwise
+    products, pointwise = _pointwise_on_products(params)
 
     def body(c, inputs):
         x, m = inputs
-        zx, zh = x @ params.w_x, c.h @ params.w_h
-        new_c, y = _freeze(m, *pointwise(params, c, zx, zh), c)
-        return new_c, (y, (c, zx, zh) if save else None)
+        z = products(c, x)
+        new_c, y = _freeze(m, *pointwise(params, c, *z), c)
+        return new_c, (y, (c, z) if save else None)
 
     final, (ys, saved) = jax.lax.scan(body, carry, (xs_t, mask_t), reverse=reverse, unroll=unroll)
     return (final, ys), saved
@@ -208,21 +226,23 @@ def _fused_scan_fwd(params, carry, xs_t, mask_t, reverse, unroll):
 
 
 def _fused_scan_bwd(reverse, unroll, residuals, cotangents):
-    params, xs_t, mask_t, (prev, zx, zh) = residuals
+    params, xs_t, mask_t, (prev, products) = residuals
     d_final, d_ys = cotangents
-    pointwise = cells.family_of(params).pointwise
+    _, pointwise = _pointwise_on_products(params)
     rest = params._replace(w_x=None, w_h=None)  # what pointwise differentiates
+    w_h_t = params.w_h.T  # transposed once, outside the loop
 
     def body(d_c, inputs):
-        c, zx_t, zh_t, m, dy = inputs
-        _, vjp = jax.vjp(lambda r, c, a, b: _freeze(m, *pointwise(r, c, a, b), c), rest, c, zx_t, zh_t)
-        d_rest, d_prev, d_zx, d_zh = vjp((d_c, dy))
-        d_prev = d_prev._replace(h=d_prev.h + d_zh @ params.w_h.T)
-        return d_prev, (d_rest, d_zx, d_zh)
+        c, z, m, dy = inputs
+        _, vjp = jax.vjp(lambda r, c, *z: _freeze(m, *pointwise(r, c, *z), c), rest, c, *z)
+        d_rest, d_prev, *d_z = vjp((d_c, dy))
+        d_prev = d_prev._replace(h=d_prev.h + d_z[-1] @ w_h_t)
+        return d_prev, (d_rest, d_z)
 
-    d_carry, (d_rest, d_zx, d_zh) = jax.lax.scan(
-        body, d_final, (prev, zx, zh, mask_t, d_ys), reverse=not reverse, unroll=unroll
+    d_carry, (d_rest, d_z) = jax.lax.scan(
+        body, d_final, (prev, products, mask_t, d_ys), reverse=not reverse, unroll=unroll
     )
+    d_zx, d_zh = d_z[0], d_z[-1]  # the same array when the products are summed
 
     def rows(a):  # (T, *batch, F) -> (T * batch, F)
         return a.reshape(-1, a.shape[-1])

@@ -30,6 +30,10 @@ from recurrax.cells._common import check_sizes, check_step, lift, zeros_carry
 __all__ = ["ElmanParams", "ElmanCarry", "init", "initial_carry", "step", "pointwise"]
 
 
+# ``pointwise`` reads its products only through ``zx + zh`` (used by ``unroll_cell``).
+SUMS_PRODUCTS = True
+
+
 class ElmanParams(NamedTuple):
     """Parameters of an Elman cell."""
 

@@ -34,6 +34,10 @@ from recurrax.cells._common import check_sizes, check_step, lift, split_gates, z
 __all__ = ["LSTMParams", "LSTMCarry", "init", "initial_carry", "step", "pointwise"]
 
 
+# ``pointwise`` reads its products only through ``zx + zh`` (used by ``unroll_cell``).
+SUMS_PRODUCTS = True
+
+
 class LSTMParams(NamedTuple):
     """Parameters of an LSTM cell, gates fused in the order i, f, g, o."""
 
