@@ -368,7 +368,9 @@ def stack(
         layers need equal input and output sizes. The first layer changes the feature size and
         gets no residual.
       dropout_rate: dropout on the outputs of every layer but the last, a fresh mask per
-        element and step (as PyTorch's ``nn.LSTM(dropout=...)``); needs ``key``. Off by default.
+        element and step (as PyTorch's ``nn.LSTM(dropout=...)``); needs ``key``. Off by default,
+        and without effect on a one-layer stack (there is no gap between layers). The key is
+        split once into one key per gap.
 
     Returns:
       ``(final_carries, ys)``: a tuple with each layer's final carry, and the top layer's
@@ -493,7 +495,10 @@ def embed(params: EmbeddingParams, ids: jax.Array) -> jax.Array:
 
 
 def one_hot(ids: jax.Array, num_classes: int, *, dtype=jnp.float32) -> jax.Array:
-    """One-hot encode integer ``ids`` → ``(*ids.shape, num_classes)``, ids checked in range.
+    """One-hot encode integer ``ids`` → ``(*ids.shape, num_classes)``.
+
+    Out-of-range ids raise when the ids are concrete; under ``jit`` they give all-zero rows
+    (``jax.nn.one_hot``), never another class.
 
     >>> one_hot(jnp.array([2, 0]), 3).tolist()
     [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]

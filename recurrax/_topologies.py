@@ -78,6 +78,7 @@ def teaching_mask(
       last_k: only the last ``k`` valid steps of each sequence (to learn attractors); default:
         all valid steps.
       units: only these output units carry targets (the others are free); needs ``num_units``.
+        A concrete list of indices (checked in range), not a traced array.
 
     Returns:
       boolean ``(*batch, T)``, or ``(*batch, T, num_units)`` when ``units`` is given: multiply a

@@ -62,3 +62,20 @@ CASES = [
 ]
 
 CASES_BY_ID = {case.id: case for case in CASES}
+
+
+def layer_params(case_id: str, key, input_size: int, hidden_size: int, learned_initial: bool = False):
+    """An ``RNNParams`` of the given case, with a random learned initial state if asked."""
+    k_cell, k_init = jax.random.split(key)
+    case = CASES_BY_ID[case_id]
+    cell = case.init(k_cell, input_size, hidden_size)
+    initial = case.random_carry(k_init, cell) if learned_initial else None
+    return recurrax.RNNParams(cell=cell, initial=initial)
+
+
+def bidirectional_params(case_id: str, key, input_size: int, hidden_size: int, merge: str):
+    """A ``BidirectionalParams`` of two independent layers of the given case."""
+    k_f, k_b = jax.random.split(key)
+    return recurrax.BidirectionalParams(layer_params(case_id, k_f, input_size, hidden_size),
+                                        layer_params(case_id, k_b, input_size, hidden_size),
+                                        recurrax.Merge(merge))

@@ -10,12 +10,12 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy_reference as ref
 import pytest
+from cell_cases import HIDDEN_SIZE, INPUT_SIZE
 from jax.test_util import check_grads
 
-import numpy_reference as ref
 import recurrax
-from cell_cases import HIDDEN_SIZE, INPUT_SIZE
 
 T = 6
 RTOL, ATOL = 1e-5, 1e-6  # float32 against float64

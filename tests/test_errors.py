@@ -6,9 +6,9 @@ import re
 import jax
 import jax.numpy as jnp
 import pytest
+from cell_cases import CASES, HIDDEN_SIZE, INPUT_SIZE
 
 import recurrax
-from cell_cases import CASES, HIDDEN_SIZE, INPUT_SIZE
 
 D, H, T = INPUT_SIZE, HIDDEN_SIZE, 5
 

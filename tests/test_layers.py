@@ -11,30 +11,16 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy_reference as ref
 import optax
 import pytest
+from cell_cases import CASES_BY_ID, bidirectional_params, layer_params
 
-import numpy_reference as ref
 import recurrax
-from cell_cases import CASES_BY_ID
 
 T, D, H, V = 6, 3, 4, 5
 LENGTHS = [6, 0, 3, 1]
 RTOL, ATOL = 1e-5, 1e-6
-
-
-def _layer(case_id, key, input_size, hidden_size, learned_initial=False):
-    k_cell, k_init = jax.random.split(key)
-    case = CASES_BY_ID[case_id]
-    cell = case.init(k_cell, input_size, hidden_size)
-    initial = case.random_carry(k_init, cell) if learned_initial else None
-    return recurrax.RNNParams(cell=cell, initial=initial)
-
-
-def _bidi(case_id, key, input_size, hidden_size, merge):
-    k_f, k_b = jax.random.split(key)
-    return recurrax.BidirectionalParams(_layer(case_id, k_f, input_size, hidden_size),
-                                        _layer(case_id, k_b, input_size, hidden_size), recurrax.Merge(merge))
 
 
 def _xs(key, batch=len(LENGTHS), time=T, features=D):
@@ -61,7 +47,7 @@ def _tree_at(tree, idx):
 @pytest.mark.parametrize("case_id", ["lstm-peephole", "gru-reset-after"])
 def test_bidirectional_equals_forward_and_reversed_backward(key, merge, case_id):
     k_p, k_x = jax.random.split(key)
-    params = _bidi(case_id, k_p, D, H, merge)
+    params = bidirectional_params(case_id, k_p, D, H, merge)
     xs = _xs(k_x)
     (fwd_final, bwd_final), ys = recurrax.bidirectional(params, xs, lengths=jnp.array(LENGTHS))
     assert ys.shape == (len(LENGTHS), T, 2 * H if merge == "concat" else H)
@@ -76,7 +62,7 @@ def test_bidirectional_equals_forward_and_reversed_backward(key, merge, case_id)
 
 def test_bidirectional_with_given_carries(key):
     k_p, k_x, k_f, k_b = jax.random.split(key, 4)
-    params = _bidi("lstm", k_p, D, H, "concat")
+    params = bidirectional_params("lstm", k_p, D, H, "concat")
     case = CASES_BY_ID["lstm"]
     carry = (case.random_carry(k_f, params.forward.cell, (4,)), case.random_carry(k_b, params.backward.cell, (4,)))
     xs = _xs(k_x)
@@ -132,9 +118,9 @@ def test_stack_with_per_layer_cells_sizes_and_options_matches_numpy(key):
 
 def test_residual_stack_equals_manual_composition(key):
     params = recurrax.StackParams(layers=(
-        _layer("gru-reset-after", jax.random.key(1), D, H),
-        _bidi("elman-tanh", jax.random.key(2), H, H, "sum"),
-        _layer("lstm-peephole", jax.random.key(3), H, H),
+        layer_params("gru-reset-after", jax.random.key(1), D, H),
+        bidirectional_params("elman-tanh", jax.random.key(2), H, H, "sum"),
+        layer_params("lstm-peephole", jax.random.key(3), H, H),
     ))
     xs, lengths = _xs(key), jnp.array(LENGTHS)
     finals, ys = recurrax.stack(params, xs, lengths=lengths, residual=True)
@@ -191,7 +177,7 @@ def test_stack_dropout_drops_and_rescales_between_layers(key):
     get no dropout.
     """
     rate = 0.5
-    first = _layer("lstm", jax.random.key(1), D, H)
+    first = layer_params("lstm", jax.random.key(1), D, H)
     second = recurrax.init_rnn(jax.random.key(2), "elman", H, H, activation="identity")
     second = second._replace(cell=second.cell._replace(w_h=jnp.zeros((H, H)), b=jnp.arange(H, dtype=jnp.float32)))
     params = recurrax.StackParams(layers=(first, second))
@@ -220,9 +206,9 @@ def test_stack_dropout_drops_and_rescales_between_layers(key):
 @pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
 def test_stack_step_iterated_equals_stack(key, residual):
     params = recurrax.StackParams(layers=(
-        _layer("lstm-peephole", jax.random.key(1), D, H, learned_initial=True),
-        _layer("gru-reset-before", jax.random.key(2), H, H),
-        _layer("elman-relu", jax.random.key(3), H, H, learned_initial=True),
+        layer_params("lstm-peephole", jax.random.key(1), D, H, learned_initial=True),
+        layer_params("gru-reset-before", jax.random.key(2), H, H),
+        layer_params("elman-relu", jax.random.key(3), H, H, learned_initial=True),
     ))
     xs = _xs(key, batch=2)
     finals, ys = recurrax.stack(params, xs, residual=residual)
@@ -308,9 +294,9 @@ def test_learned_initial_state_is_used_and_trainable(key, cell):
 def _model(key, bidirectional_top=False, out=V):
     k_s, k_h, k_b = jax.random.split(key, 3)
     params = recurrax.StackParams(layers=(
-        _layer("gru-reset-after", jax.random.fold_in(k_s, 0), D, H),
-        _bidi("lstm-peephole", jax.random.fold_in(k_s, 1), H, H, "concat") if bidirectional_top
-        else _layer("lstm-peephole", jax.random.fold_in(k_s, 1), H, H),
+        layer_params("gru-reset-after", jax.random.fold_in(k_s, 0), D, H),
+        bidirectional_params("lstm-peephole", jax.random.fold_in(k_s, 1), H, H, "concat") if bidirectional_top
+        else layer_params("lstm-peephole", jax.random.fold_in(k_s, 1), H, H),
     ))
     head = recurrax.init_dense(k_h, recurrax.layer_output_size(params.layers[-1]), out)
     head = head._replace(b=jax.random.normal(k_b, (out,)))
@@ -395,8 +381,8 @@ def test_many_to_one_without_lengths_uses_every_step(key):
 
 def _generation_model(key):
     params = recurrax.StackParams(layers=(
-        _layer("gru-reset-after", jax.random.key(1), V, H),
-        _layer("lstm-peephole", jax.random.key(2), H, H),
+        layer_params("gru-reset-after", jax.random.key(1), V, H),
+        layer_params("lstm-peephole", jax.random.key(2), H, H),
     ))
     head = recurrax.init_dense(key, H, V)
     return params, head._replace(w=3.0 * head.w, b=jax.random.normal(jax.random.key(3), (V,)))

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import jax
 import pytest
+from snippets import exec_in_order
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
@@ -41,14 +41,7 @@ def test_notebooks_exist():
 def test_notebook_runs(path: Path):
     cells = code_cells(path)
     assert cells, f"{path.name} has no code cells"
-    namespace: dict = {"__name__": "__notebook__"}
     for index, source in enumerate(cells, start=1):
         if any(line.lstrip().startswith(("%", "!")) for line in source.splitlines()):
             pytest.fail(f"{path.name} code cell {index} uses IPython magics or shell escapes")
-        code = compile(source, f"{path.name}[code cell {index}]", "exec")
-        try:
-            with jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):
-                exec(code, namespace)
-        except Exception as error:
-            error.add_note(f"(raised by {path.name}, code cell {index})")
-            raise
+    exec_in_order(cells, path.name)

@@ -15,7 +15,7 @@ import re
 import shlex
 from pathlib import Path
 
-import jax
+from snippets import exec_in_order
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -43,15 +43,7 @@ def _readme() -> str:
 def test_quickstart_runs():
     blocks = fenced_blocks(_readme(), "python")
     assert blocks, "README.md has no ```python blocks"
-    namespace: dict = {"__name__": "__readme__"}
-    for index, source in enumerate(blocks, start=1):
-        code = compile(source, f"README.md[python block {index}]", "exec")
-        try:
-            with jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):
-                exec(code, namespace)
-        except Exception as error:
-            error.add_note(f"(raised by README.md python block {index})")
-            raise
+    exec_in_order(blocks, "README.md")
 
 
 def test_exactly_two_setup_commands():

@@ -12,12 +12,12 @@ import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy_reference as ref
 import pytest
+from cell_cases import CASES_BY_ID, HIDDEN_SIZE, INPUT_SIZE, bidirectional_params, layer_params
 from hypothesis import given, settings
 
-import numpy_reference as ref
 import recurrax
-from cell_cases import CASES_BY_ID, HIDDEN_SIZE, INPUT_SIZE
 
 T = 6
 SUBSET = [CASES_BY_ID[name] for name in ("elman-tanh", "lstm-peephole", "gru-reset-after")]
@@ -221,20 +221,6 @@ def test_xs_none_runs_length_steps(case, key):
 PT, PD, PH = 5, 3, 4  # max time, features, hidden: fixed, so nothing recompiles per example
 
 
-def _layer(case_id, key, input_size, hidden_size, learned_initial=False):
-    k_cell, k_init = jax.random.split(key)
-    case = CASES_BY_ID[case_id]
-    cell = case.init(k_cell, input_size, hidden_size)
-    initial = case.random_carry(k_init, cell) if learned_initial else None
-    return recurrax.RNNParams(cell=cell, initial=initial)
-
-
-def _bidi(case_id, key, input_size, hidden_size, merge):
-    k_f, k_b = jax.random.split(key)
-    return recurrax.BidirectionalParams(_layer(case_id, k_f, input_size, hidden_size),
-                                        _layer(case_id, k_b, input_size, hidden_size), recurrax.Merge(merge))
-
-
 def _initial_finals(params):
     """What a length-0 sequence must return as final carries: each layer's starting carry."""
     if isinstance(params, recurrax.RNNParams):
@@ -250,19 +236,19 @@ def _property_setup(config):
     keys = jax.random.split(jax.random.key(11), 3)
     batch_shape = (2, 2) if config == "stack-two-batch-dims" else (3,)
     if config == "forward":
-        params = _layer("lstm-peephole", keys[0], PD, PH, learned_initial=True)
+        params = layer_params("lstm-peephole", keys[0], PD, PH, learned_initial=True)
         run = functools.partial(recurrax.rnn)
     elif config == "reverse":
-        params = _layer("gru-reset-after", keys[0], PD, PH)
+        params = layer_params("gru-reset-after", keys[0], PD, PH)
         run = functools.partial(recurrax.rnn, reverse=True)
     elif config == "bidirectional":
-        params = _bidi("gru-reset-before", keys[0], PD, PH, "concat")
+        params = bidirectional_params("gru-reset-before", keys[0], PD, PH, "concat")
         run = recurrax.bidirectional
     else:  # a deep stack: bidirectional LSTM (sum) under a GRU with a learned initial state
         params = recurrax.StackParams(layers=(
-            _bidi("lstm-peephole", keys[0], PD, PH, "sum"),
-            _layer("elman-tanh", keys[1], PH, PH),
-            _layer("gru-reset-after", keys[2], PH, PH, learned_initial=True),
+            bidirectional_params("lstm-peephole", keys[0], PD, PH, "sum"),
+            layer_params("elman-tanh", keys[1], PH, PH),
+            layer_params("gru-reset-after", keys[2], PH, PH, learned_initial=True),
         ))
         run = recurrax.stack
 
