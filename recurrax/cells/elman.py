@@ -44,7 +44,7 @@ class ElmanParams(NamedTuple):
 
 
 class ElmanCarry(NamedTuple):
-    """State of an Elman cell."""
+    """State of an Elman cell: the hidden state ``h``."""
 
     h: jax.Array  # (*batch, hidden_size)
 

@@ -51,7 +51,7 @@ class GRUParams(NamedTuple):
 
 
 class GRUCarry(NamedTuple):
-    """State of a GRU cell."""
+    """State of a GRU cell: the hidden state ``h``."""
 
     h: jax.Array  # (*batch, hidden_size)
 
