@@ -1,0 +1,133 @@
+"""Sequence losses averaged over valid steps (the seeds' J(θ) = (1/T) Σ_t J_t, with padding).
+
+Every loss takes per-step predictions ``(*batch, T, ...)`` and a validity ``mask`` ``(*batch, T)``
+(or ``lengths``), and returns the mean of the per-step losses over the valid steps of the whole
+batch: ``J = Σ_{valid (b, t)} J_{b,t} / #valid``. With equal lengths this is exactly
+``(1/B) Σ_b (1/T) Σ_t J_{b,t}``; with padding every valid step weighs the same and padded steps
+weigh nothing. A batch with no valid step has loss 0 (not 0/0 = NaN).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from recurrax._checks import check_array, check_lengths
+from recurrax._unroll import _mask_from_lengths
+
+
+def _step_mask(shape: tuple, mask: Optional[jax.Array], lengths: Optional[jax.Array]) -> Optional[jax.Array]:
+    """Validity mask broadcastable to ``shape`` = ``(*batch, T, ...)``'s per-step part."""
+    if mask is not None and lengths is not None:
+        raise ValueError("Pass lengths or mask, not both.")
+    if lengths is not None:
+        batch, time = shape[:-1], shape[-1]
+        return _mask_from_lengths(check_lengths(lengths, batch, time), time, time_major=False)
+    if mask is not None:
+        check_array(mask, "mask")
+        if tuple(mask.shape) != tuple(shape):
+            raise ValueError(f"Expected mask with shape {tuple(shape)} (*batch, T), got shape {tuple(mask.shape)}.")
+    return mask
+
+
+def _masked_mean(values: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
+    if mask is None:
+        return jnp.mean(values)
+    weights = mask.astype(values.dtype)
+    return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), jnp.ones((), values.dtype))
+
+
+def sequence_cross_entropy(
+    logits: jax.Array,
+    targets: jax.Array,
+    *,
+    mask: Optional[jax.Array] = None,
+    lengths: Optional[jax.Array] = None,
+) -> jax.Array:
+    """Softmax cross-entropy per step, averaged over valid steps.
+
+    ``J_{b,t} = −log softmax(logits_{b,t})[y_{b,t}]``, computed with ``log_softmax`` (stable for
+    large logits).
+
+    Args:
+      logits: ``(*batch, T, V)``.
+      targets: integer class ids ``(*batch, T)``, or one-hot / probability vectors
+        ``(*batch, T, V)`` (then ``J = −Σ_v y_v log p_v``).
+      mask: boolean ``(*batch, T)``; or ``lengths`` ``(*batch,)`` for right padding.
+
+    >>> logits = jnp.log(jnp.array([[[0.5, 0.5], [0.9, 0.1]]]))
+    >>> round(float(sequence_cross_entropy(logits, jnp.array([[0, 0]]), lengths=jnp.array([1]))), 4)
+    0.6931
+    """
+    check_array(logits, "logits")
+    check_array(targets, "targets")
+    if logits.ndim < 2:
+        raise ValueError(f"Expected logits of shape (*batch, T, V), got shape {tuple(logits.shape)}.")
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    return sequence_nll(log_probs, targets, mask=mask, lengths=lengths)
+
+
+def sequence_nll(
+    log_probs: jax.Array,
+    targets: jax.Array,
+    *,
+    mask: Optional[jax.Array] = None,
+    lengths: Optional[jax.Array] = None,
+) -> jax.Array:
+    """Negative log-likelihood of the targets under given log-probabilities, per valid step.
+
+    For decoders that already produce ``log p(y_t | y_<t, x)`` (the seq2seq form
+    ``−(1/T) Σ_t log p(y_t | …)``). Shapes as ``sequence_cross_entropy``.
+    """
+    check_array(log_probs, "log_probs")
+    check_array(targets, "targets")
+    if jnp.issubdtype(targets.dtype, jnp.integer):
+        if tuple(targets.shape) != tuple(log_probs.shape[:-1]):
+            raise ValueError(
+                f"Expected integer targets with shape {tuple(log_probs.shape[:-1])} (*batch, T), "
+                f"got shape {tuple(targets.shape)}."
+            )
+        per_step = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    else:
+        if tuple(targets.shape) != tuple(log_probs.shape):
+            raise ValueError(
+                f"Expected one-hot targets with shape {tuple(log_probs.shape)} (*batch, T, V), "
+                f"got shape {tuple(targets.shape)}."
+            )
+        per_step = -jnp.sum(targets.astype(log_probs.dtype) * log_probs, axis=-1)
+    return _masked_mean(per_step, _step_mask(per_step.shape, mask, lengths))
+
+
+def sequence_mse(
+    predictions: jax.Array,
+    targets: jax.Array,
+    *,
+    mask: Optional[jax.Array] = None,
+    lengths: Optional[jax.Array] = None,
+) -> jax.Array:
+    """Mean squared error over valid steps and features: ``mean_{valid} (ŷ − y)²``.
+
+    Args:
+      predictions, targets: ``(*batch, T, F)``, same shape.
+      mask: boolean ``(*batch, T)`` (valid steps), or ``(*batch, T, F)`` to put the teaching
+        signal on a subset of units (``teaching_mask(..., units=...)``); or ``lengths``.
+    """
+    check_array(predictions, "predictions")
+    check_array(targets, "targets")
+    if tuple(predictions.shape) != tuple(targets.shape):
+        raise ValueError(
+            f"Expected targets with the predictions' shape {tuple(predictions.shape)}, "
+            f"got shape {tuple(targets.shape)}."
+        )
+    if predictions.ndim < 2:
+        raise ValueError(f"Expected predictions of shape (*batch, T, F), got shape {tuple(predictions.shape)}.")
+    squared = jnp.square(predictions - targets.astype(predictions.dtype))
+    if mask is not None and tuple(mask.shape) == tuple(squared.shape) and lengths is None:
+        check_array(mask, "mask")
+        return _masked_mean(squared, mask)
+    step_mask = _step_mask(squared.shape[:-1], mask, lengths)
+    if step_mask is None:
+        return jnp.mean(squared)
+    return _masked_mean(squared, jnp.broadcast_to(step_mask[..., None], squared.shape))
