@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable, Optional, Union
 
 import jax
@@ -60,9 +61,10 @@ def unroll(
     reverse: bool = False,
     time_major: bool = False,
     unroll: Union[int, bool] = 1,
-    remat: Union[bool, Callable[..., bool]] = False,
+    remat: Union[bool, str, Callable[..., bool]] = False,
     return_carries: bool = False,
     length: Optional[int] = None,
+    segment_length: Optional[int] = None,
 ):
     """Run ``step_fn(carry, x_t) -> (carry, y_t)`` over the time axis of ``xs`` with ``lax.scan``.
 
@@ -89,9 +91,15 @@ def unroll(
       reverse: scan from T-1 down to 0.
       time_major: layout of ``xs`` and of the outputs.
       unroll: ``lax.scan``'s unroll factor (``True`` unrolls fully).
-      remat: ``True`` rematerialises each step in the backward pass (only the carries are
-        stored), or a ``jax.checkpoint`` policy such as
-        ``jax.checkpoint_policies.dots_with_no_batch_dims_saveable``.
+      remat: memory-bounded BPTT. ``True`` rematerialises each step in the backward pass
+        (only the carries are stored), or a ``jax.checkpoint`` policy such as
+        ``jax.checkpoint_policies.dots_with_no_batch_dims_saveable``. ``"sqrt"`` checkpoints
+        segments of ``segment_length`` steps (default ``ceil(√T)``): the forward pass keeps only
+        the carries at segment boundaries, and the backward pass recomputes one segment at a
+        time, so about ``T/S + S`` carries plus one segment's residuals are alive (Chen et al.
+        2016; Gruslys et al. 2016). T need not divide by S: the last segment is padded with
+        masked steps, which leave the carry unchanged. Gradients equal plain BPTT's.
+      segment_length: S for ``remat="sqrt"``.
       return_carries: also return the carry after every step, stacked along time.
       length: number of steps when ``xs`` is ``None``.
 
@@ -126,21 +134,58 @@ def unroll(
         new_c, y = _freeze(m_t, *step_fn(c, x_t), c)
         return new_c, ((y, new_c) if return_carries else y)
 
+    if remat == "sqrt":
+        final, outs = _segmented_scan(body, carry, xs_t, mask_t, time, batch_shape, reverse, unroll, segment_length)
+        return _finish(final, outs, batch_shape, time_major, return_carries)
+    if segment_length is not None:
+        raise ValueError(f"segment_length is only for remat='sqrt', got remat={remat!r}.")
     if remat is True:
         body = jax.checkpoint(body, prevent_cse=False)
     elif callable(remat):
         body = jax.checkpoint(body, policy=remat, prevent_cse=False)
     elif remat is not False:
-        raise ValueError(f"Expected remat to be a bool or a jax.checkpoint policy, got {remat!r}.")
+        raise ValueError(f"Expected remat to be a bool, 'sqrt' or a jax.checkpoint policy, got {remat!r}.")
 
     final, outs = jax.lax.scan(
         body, carry, (xs_t, mask_t), length=time, reverse=reverse, unroll=unroll
     )
+    return _finish(final, outs, batch_shape, time_major, return_carries)
+
+
+def _finish(final, outs, batch_shape, time_major, return_carries):
     if not time_major:
         outs = _batch_major(outs, batch_shape)
     if return_carries:
         ys, carries = outs
         return final, ys, carries
+    return final, outs
+
+
+def _segmented_scan(body, carry, xs_t, mask_t, time, batch_shape, reverse, unroll, segment_length):
+    """``lax.scan(body)`` as an outer scan over checkpointed segments of S steps (√T remat)."""
+    if xs_t is None:
+        raise ValueError("remat='sqrt' needs xs (the segments are cut along its time axis).")
+    size = math.isqrt(time - 1) + 1 if segment_length is None else segment_length
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise ValueError(f"Expected segment_length to be a positive integer, got {segment_length!r}.")
+    num_segments = -(-time // size)
+    pad = num_segments * size - time
+    if pad:
+        # Padded steps are masked: the carry passes through them unchanged, in either direction.
+        if mask_t is None:
+            mask_t = jnp.ones((time,) + batch_shape, bool)
+        mask_t = jnp.concatenate([mask_t, jnp.zeros((pad,) + batch_shape, bool)])
+        xs_t = jnp.concatenate([xs_t, jnp.zeros((pad,) + xs_t.shape[1:], xs_t.dtype)])
+
+    def segments(a):
+        return None if a is None else a.reshape((num_segments, size) + a.shape[1:])
+
+    @functools.partial(jax.checkpoint, prevent_cse=False)
+    def segment(c, inputs):
+        return jax.lax.scan(body, c, inputs, reverse=reverse, unroll=unroll)
+
+    final, outs = jax.lax.scan(segment, carry, (segments(xs_t), segments(mask_t)), reverse=reverse)
+    outs = jax.tree.map(lambda v: v.reshape((num_segments * size,) + v.shape[2:])[:time], outs)
     return final, outs
 
 

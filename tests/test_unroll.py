@@ -364,3 +364,45 @@ def test_unroll_cell_rejects_reset_before_gru(key):
     params = recurrax.gru.init(key, 3, 4, reset_after=False)
     with pytest.raises(ValueError, match="reset-before GRU"):
         recurrax.unroll_cell(params, recurrax.gru.initial_carry(params, (2,)), jnp.ones((2, 5, 3)))
+
+
+# --------------------------------------------------------------------------- sqrt(T) segment checkpointing
+
+
+def _relative_error(a, b):
+    num = sum(float(jnp.sum((x - y) ** 2)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    den = sum(float(jnp.sum(x**2)) for x in jax.tree.leaves(b))
+    return (num / den) ** 0.5
+
+
+@subset
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("segment_length", [None, 2, 4, 11], ids=["sqrtT", "2", "4", "longer-than-T"])
+def test_sqrt_remat_equals_plain_bptt(case, key, reverse, segment_length):
+    # T = 7 does not divide by 2 or 4 (padded last segment) nor equal ceil(sqrt(7)) = 3 segments.
+    step, params, carry, xs = _setup(case, key, batch_shape=(3,), time=7)
+    lengths = jnp.array([7, 3, 0])
+
+    def loss(params, remat):
+        options = {"segment_length": segment_length} if remat == "sqrt" else {}
+        final, ys = recurrax.unroll(functools.partial(case.module.step, params), carry, xs,
+                                    lengths=lengths, reverse=reverse, remat=remat, **options)
+        return (ys**2).sum() + sum(leaf.sum() for leaf in jax.tree.leaves(final))
+
+    np.testing.assert_allclose(loss(params, "sqrt"), loss(params, False), rtol=1e-6)
+    assert _relative_error(jax.grad(loss)(params, "sqrt"), jax.grad(loss)(params, False)) < 1e-6
+
+
+def test_sqrt_remat_through_layers_and_errors(key):
+    params = recurrax.init_stack(key, 3, [5, 5], cell=["gru", "lstm"], bidirectional=[True, False])
+    xs = jax.random.normal(jax.random.key(3), (2, 9, 3))
+    loss = lambda p, remat: recurrax.stack(p, xs, lengths=jnp.array([9, 4]), remat=remat)[1].sum()
+    assert _relative_error(jax.grad(loss)(params, "sqrt"), jax.grad(loss)(params, False)) < 1e-6
+    step = functools.partial(recurrax.lstm.step, params.layers[1].cell)
+    carry = recurrax.lstm.initial_carry(params.layers[1].cell, (2,))
+    with pytest.raises(ValueError, match="Expected segment_length to be a positive integer, got 0"):
+        recurrax.unroll(step, carry, jnp.ones((2, 9, 5)), remat="sqrt", segment_length=0)
+    with pytest.raises(ValueError, match="segment_length is only for remat='sqrt'"):
+        recurrax.unroll(step, carry, jnp.ones((2, 9, 5)), segment_length=3)
+    with pytest.raises(ValueError, match="Expected remat to be a bool, 'sqrt' or a jax.checkpoint policy"):
+        recurrax.unroll(step, carry, jnp.ones((2, 9, 5)), remat="every")
