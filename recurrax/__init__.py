@@ -14,6 +14,9 @@ layers and topologies, and Flax NNX shells in ``recurrax.nnx``.
 
 from recurrax import initializers as initializers
 from recurrax._activations import Activation as Activation
+from recurrax._bptt_reference import elman_bptt as elman_bptt
+from recurrax._bptt_reference import elman_readout_bptt as elman_readout_bptt
+from recurrax._bptt_reference import lstm_bptt as lstm_bptt
 from recurrax._layers import BidirectionalParams as BidirectionalParams
 from recurrax._layers import DenseParams as DenseParams
 from recurrax._layers import EmbeddingParams as EmbeddingParams
@@ -37,6 +40,11 @@ from recurrax._layers import rnn_initial_carry as rnn_initial_carry
 from recurrax._layers import stack as stack
 from recurrax._layers import stack_initial_carries as stack_initial_carries
 from recurrax._layers import stack_step as stack_step
+from recurrax._losses import sequence_cross_entropy as sequence_cross_entropy
+from recurrax._losses import sequence_mse as sequence_mse
+from recurrax._losses import sequence_nll as sequence_nll
+from recurrax._tbptt import make_tbptt_train_step as make_tbptt_train_step
+from recurrax._tbptt import truncated_gradient as truncated_gradient
 from recurrax._topologies import Encoded as Encoded
 from recurrax._topologies import Generated as Generated
 from recurrax._topologies import encode as encode
@@ -44,6 +52,13 @@ from recurrax._topologies import generate as generate
 from recurrax._topologies import many_to_many as many_to_many
 from recurrax._topologies import many_to_one as many_to_one
 from recurrax._topologies import teaching_mask as teaching_mask
+from recurrax._training import FitResult as FitResult
+from recurrax._training import TrainState as TrainState
+from recurrax._training import default_optimizer as default_optimizer
+from recurrax._training import fit as fit
+from recurrax._training import init_train_state as init_train_state
+from recurrax._training import make_train_step as make_train_step
+from recurrax._training import sgd_momentum as sgd_momentum
 from recurrax._unroll import sequence_mask as sequence_mask
 from recurrax._unroll import unroll as unroll
 from recurrax._unroll import unroll_cell as unroll_cell
@@ -69,4 +84,8 @@ __all__ = [
     "layer_input_size", "layer_output_size", "lstm", "many_to_many", "many_to_one", "one_hot",
     "rnn", "rnn_initial_carry", "sequence_mask", "stack", "stack_initial_carries", "stack_step", "teaching_mask",
     "unroll", "unroll_cell",
+    "FitResult", "TrainState", "default_optimizer", "fit", "init_train_state", "make_train_step",
+    "sequence_cross_entropy", "sequence_mse", "sequence_nll", "sgd_momentum",
+    "make_tbptt_train_step", "truncated_gradient",
+    "elman_bptt", "elman_readout_bptt", "lstm_bptt",
 ]

@@ -163,7 +163,7 @@ def test_bad_unroll_options(gru):
         recurrax.unroll(step, carry, None, length=3)
     with pytest.raises(ValueError, match="length is only for xs=None"):
         recurrax.unroll(step, carry, jnp.ones((2, T, D)), length=3)
-    with pytest.raises(ValueError, match="Expected remat to be a bool or a jax.checkpoint policy, got 'yes'."):
+    with pytest.raises(ValueError, match="Expected remat to be a bool, 'sqrt' or a jax.checkpoint policy, got 'yes'."):
         recurrax.unroll(step, carry, jnp.ones((2, T, D)), remat="yes")
 
 

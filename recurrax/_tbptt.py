@@ -1,0 +1,172 @@
+"""Truncated backpropagation through time, TBPTT(k1, k2) (Williams & Peng 1990).
+
+The forward pass runs through the whole sequence carrying the state; every ``k1`` steps the
+parameters are updated with the gradient of the losses of those ``k1`` steps, backpropagated
+``k2 >= k1`` steps (``stop_gradient`` on the carry at the truncation boundary). So the loss at a
+step sees between ``k2 − k1 + 1`` and ``k2`` steps of history.
+
+Implementation: the sequence is cut into windows of ``k2`` steps that start ``k1`` apart (the
+first ones reach back into masked steps before the start), and each window recomputes its
+forward pass from the carry the previous window computed at the window's start. Only the
+last ``k1`` steps of a window are scored, so every step's loss counts exactly once. Masked steps leave the carry unchanged and score nothing, so padding
+(``lengths`` / ``mask``) is handled as in ``unroll``. With ``k1 = k2 = T`` this is full BPTT.
+
+When ``k1`` does not divide ``T``, the updates fall every ``k1`` steps counted back from the
+end, so the first update covers the remaining ``T mod k1`` steps and the last one ends at ``T``.
+
+The model is a step function ``model_step(params, carry, x) -> (carry, y)`` (a cell's ``step``,
+``stack_step`` plus a head, ...) and ``step_loss(y, target) -> (*batch,)`` a per-example loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from recurrax._checks import check_array, check_lengths, check_positive_int
+from recurrax._training import TrainState
+from recurrax._unroll import _mask_from_lengths, unroll
+
+ModelStep = Callable[[Any, Any, jax.Array], tuple[Any, jax.Array]]
+StepLoss = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def _check_truncation(k1: Any, k2: Any) -> tuple[int, int]:
+    k1 = check_positive_int(k1, "k1 (steps between updates)")
+    k2 = check_positive_int(k2, "k2 (steps backpropagated)")
+    if k1 > k2:
+        raise ValueError(f"Expected k1 <= k2 (each update's losses must be backpropagated), got k1={k1}, k2={k2}.")
+    return k1, k2
+
+
+def _windows(xs, targets, mask, lengths, k1, k2):
+    """Time-major windows ``(num_windows, k2, *batch, ...)`` of xs, targets, validity and scoring."""
+    check_array(xs, "xs")
+    check_array(targets, "targets")
+    if xs.ndim < 2:
+        raise ValueError(f"Expected xs of shape (*batch, T, D), got shape {tuple(xs.shape)}.")
+    time, batch = xs.shape[-2], tuple(xs.shape[:-2])
+    if tuple(targets.shape[: len(batch) + 1]) != batch + (time,):
+        raise ValueError(
+            f"Expected targets starting with (*batch, T) = {batch + (time,)}, got shape {tuple(targets.shape)}."
+        )
+    if lengths is not None and mask is not None:
+        raise ValueError("Pass lengths or mask, not both.")
+    if lengths is not None:
+        mask = _mask_from_lengths(check_lengths(lengths, batch, time), time, time_major=False)
+    elif mask is None:
+        mask = jnp.ones(batch + (time,), bool)
+    elif tuple(mask.shape) != batch + (time,):
+        raise ValueError(f"Expected mask with shape {batch + (time,)} (*batch, T), got shape {tuple(mask.shape)}.")
+    # Updates fall every k1 steps counted back from the end, so the last window ends at T and
+    # backpropagates a full k2 steps; when k1 does not divide T the first update gets the
+    # remainder. Everything before step 0 is masked padding.
+    num = -(-time // k1)
+    front = k2 - k1 + num * k1 - time
+
+    def windows(a):  # (*batch, T, ...) -> (num, k2, *batch, ...), padded with zeros/False
+        a = jnp.moveaxis(a, len(batch), 0)
+        a = jnp.concatenate([jnp.zeros((front,) + a.shape[1:], a.dtype), a])
+        index = k1 * jnp.arange(num)[:, None] + jnp.arange(k2)[None, :]
+        return a[index]
+
+    valid = windows(mask)
+    scored = valid & (jnp.arange(k2) >= k2 - k1).reshape((1, k2) + (1,) * len(batch))
+    return windows(xs), windows(targets), valid, scored
+
+
+def _window_loss(model_step, step_loss, k1, params, start, window):
+    """Mean loss of a window's scored steps; aux: the carry k1 steps in, and the final carry."""
+    xs, targets, valid, scored = window
+    final, ys, carries = unroll(
+        lambda c, x: model_step(params, c, x), start, xs, mask=valid, time_major=True, return_carries=True
+    )
+    per_step = jax.vmap(step_loss)(ys, targets)  # (k2, *batch)
+    weights = scored.astype(per_step.dtype)
+    count = jnp.sum(weights)
+    loss = jnp.sum(per_step * weights) / jnp.maximum(count, jnp.ones((), count.dtype))
+    next_start = jax.tree.map(lambda c: jax.lax.stop_gradient(c[k1 - 1]), carries)
+    return loss, (count, next_start, final)
+
+
+def truncated_gradient(
+    model_step: ModelStep,
+    step_loss: StepLoss,
+    params: Any,
+    carry: Any,
+    xs: jax.Array,
+    targets: jax.Array,
+    *,
+    k1: int,
+    k2: int,
+    mask: Optional[jax.Array] = None,
+    lengths: Optional[jax.Array] = None,
+) -> tuple[jax.Array, Any]:
+    """The TBPTT(k1, k2) gradient of the mean per-step loss, all windows at the same params.
+
+    ``Σ_u (N_u / N) ∇ loss_u`` over windows ``u`` with ``N_u`` scored steps of ``N``: with
+    ``k1 = k2 = T`` it equals the full-BPTT gradient of the mean loss; with ``k2 < T`` it is what
+    truncation leaves of it (compare with cosine similarity).
+
+    Returns:
+      ``(mean loss, gradient)``.
+    """
+    k1, k2 = _check_truncation(k1, k2)
+    windows = _windows(xs, targets, mask, lengths, k1, k2)
+    grad_fn = jax.value_and_grad(lambda p, s, w: _window_loss(model_step, step_loss, k1, p, s, w), has_aux=True)
+
+    def body(acc, window):
+        start, loss_sum, grad_sum, total = acc
+        (loss, (count, next_start, _)), grads = grad_fn(params, start, window)
+        grad_sum = jax.tree.map(lambda g, d: g + count * d, grad_sum, grads)
+        return (next_start, loss_sum + count * loss, grad_sum, total + count), None
+
+    zero = jnp.zeros((), jnp.result_type(float))
+    init = (carry, zero, jax.tree.map(jnp.zeros_like, params), zero)
+    (_, loss_sum, grad_sum, total), _ = jax.lax.scan(body, init, windows)
+    total = jnp.maximum(total, jnp.ones((), total.dtype))
+    return loss_sum / total, jax.tree.map(lambda g: (g / total).astype(g.dtype), grad_sum)
+
+
+def make_tbptt_train_step(
+    model_step: ModelStep,
+    step_loss: StepLoss,
+    optimizer: optax.GradientTransformation,
+    *,
+    k1: int,
+    k2: int,
+    jit: bool = True,
+):
+    """Build ``train_step(state, carry, batch) -> (state, carry, metrics)`` doing TBPTT(k1, k2).
+
+    ``batch`` is ``(xs, targets)`` or ``(xs, targets, lengths)`` for one chunk of a stream
+    ``(*batch, T, D)``; one optimiser update per ``k1`` steps, all inside one ``lax.scan``. The
+    returned carry is the state after the chunk's last valid step: pass it to the next call to
+    continue an endless stream, or a fresh initial carry to start new sequences.
+    ``metrics`` has per-update ``loss`` and ``grad_norm`` (before clipping), each
+    ``(num_updates,)``.
+    """
+    k1, k2 = _check_truncation(k1, k2)
+    grad_fn = jax.value_and_grad(lambda p, s, w: _window_loss(model_step, step_loss, k1, p, s, w), has_aux=True)
+
+    def train_step(state: TrainState, carry: Any, batch: Any):
+        xs, targets, *rest = batch
+        lengths = rest[0] if rest else None
+        windows = _windows(xs, targets, None, lengths, k1, k2)
+
+        def update(acc, window):
+            state, start, _ = acc
+            (loss, (_, next_start, final)), grads = grad_fn(state.params, start, window)
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            key, _ = jax.random.split(state.key)
+            new_state = TrainState(params, opt_state, state.step + 1, key)
+            return (new_state, next_start, final), {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+        (state, _, final), metrics = jax.lax.scan(update, (state, carry, carry), windows)
+        return state, jax.lax.stop_gradient(final), metrics
+
+    return jax.jit(train_step) if jit else train_step
