@@ -28,9 +28,8 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from recurrax._checks import check_array, check_params_type, check_same_shape, is_traced
+from recurrax._checks import check_array, check_int_range, check_params_type, check_same_shape
 from recurrax._layers import DenseParams
 from recurrax.cells._common import lift, split_gates
 from recurrax.cells.elman import ElmanParams
@@ -193,18 +192,7 @@ def _check_targets(targets: Any, expected: tuple[int, ...], num_classes: int) ->
     if not jnp.issubdtype(targets.dtype, jnp.integer):
         raise ValueError(f"Expected integer class targets, got dtype {targets.dtype}.")
 
-    def check_range(values):
-        values = np.asarray(values)
-        if values.size and (values.min() < 0 or values.max() >= num_classes):
-            raise ValueError(
-                f"Expected targets in [0, {num_classes}) (the readout's out_features), "
-                f"got targets in [{values.min()}, {values.max()}]."
-            )
-
-    if is_traced(targets):
-        jax.debug.callback(check_range, targets)
-    else:
-        check_range(targets)
+    check_int_range(targets, 0, num_classes, "targets", "the readout's out_features")
 
 
 def elman_readout_bptt(

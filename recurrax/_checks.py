@@ -54,6 +54,27 @@ def check_same_shape(x: jax.Array, expected: tuple[int, ...], name: str, why: st
         raise ValueError(f"Expected {name} with shape {tuple(expected)} ({why}), got shape {tuple(x.shape)}.")
 
 
+def check_int_range(values: jax.Array, low: int, high: int, name: str, why: str) -> None:
+    """Integer ``values`` must lie in ``[low, high)``: checked now when concrete, at run time when traced.
+
+    Under ``jit`` the check is a ``jax.debug.callback``, so a bad value makes the call fail with
+    this message instead of silently indexing or truncating.
+    """
+
+    def check(values):
+        values = np.asarray(values)
+        if values.size and (values.min() < low or values.max() >= high):
+            raise ValueError(
+                f"Expected {name} in [{low}, {high - 1}] ({why}), "
+                f"got {name} with min {values.min()} and max {values.max()}."
+            )
+
+    if is_traced(values):
+        jax.debug.callback(check, values)
+    else:
+        check(values)
+
+
 def check_lengths(lengths: Any, batch_shape: tuple[int, ...], time: int) -> jax.Array:
     """Validate sequence lengths: shape ``batch_shape``, integer dtype, values in [0, time]."""
     lengths = jnp.asarray(check_array(lengths, "lengths"))
@@ -65,16 +86,5 @@ def check_lengths(lengths: Any, batch_shape: tuple[int, ...], time: int) -> jax.
     if not jnp.issubdtype(lengths.dtype, jnp.integer):
         raise ValueError(f"Expected lengths with an integer dtype, got dtype {lengths.dtype}.")
 
-    def _check_range(values):
-        values = np.asarray(values)
-        if values.size and (values.max() > time or values.min() < 0):
-            raise ValueError(
-                f"Expected lengths in [0, {time}] (the time axis has {time} steps), "
-                f"got lengths with min {values.min()} and max {values.max()}."
-            )
-
-    if is_traced(lengths):
-        jax.debug.callback(_check_range, lengths)
-    else:
-        _check_range(lengths)
+    check_int_range(lengths, 0, time + 1, "lengths", f"the time axis has {time} steps")
     return lengths

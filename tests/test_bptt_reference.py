@@ -213,7 +213,7 @@ def _bad_calls(key):
         ),
         "targets-range": (
             lambda: recurrax.elman_readout_bptt(elman, readout, h0, xs, targets.at[0, 0].set(VOCAB)),
-            r"Expected targets in \[0, 5\)",
+            r"Expected targets in \[0, 4\] \(the readout's out_features\)",
         ),
         "targets-shape": (
             lambda: recurrax.elman_readout_bptt(elman, readout, h0, xs, targets[0]), "Expected targets with shape"
