@@ -14,22 +14,15 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from recurrax._checks import check_array, check_lengths
-from recurrax._unroll import _mask_from_lengths
+from recurrax._checks import check_array
+from recurrax._unroll import valid_steps
 
 
-def _step_mask(shape: tuple, mask: Optional[jax.Array], lengths: Optional[jax.Array]) -> Optional[jax.Array]:
-    """Validity mask broadcastable to ``shape`` = ``(*batch, T, ...)``'s per-step part."""
-    if mask is not None and lengths is not None:
-        raise ValueError("Pass lengths or mask, not both.")
-    if lengths is not None:
-        batch, time = shape[:-1], shape[-1]
-        return _mask_from_lengths(check_lengths(lengths, batch, time), time, time_major=False)
-    if mask is not None:
-        check_array(mask, "mask")
-        if tuple(mask.shape) != tuple(shape):
-            raise ValueError(f"Expected mask with shape {tuple(shape)} (*batch, T), got shape {tuple(mask.shape)}.")
-    return mask
+def _step_mask(
+    shape: tuple, mask: Optional[jax.Array], lengths: Optional[jax.Array], source: str
+) -> Optional[jax.Array]:
+    """Validity mask of the per-step losses ``shape`` = ``(*batch, T)``."""
+    return valid_steps(lengths, mask, tuple(shape[:-1]), shape[-1], time_major=False, source=source)
 
 
 def _masked_mean(values: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
@@ -97,7 +90,7 @@ def sequence_nll(
                 f"got shape {tuple(targets.shape)}."
             )
         per_step = -jnp.sum(targets.astype(log_probs.dtype) * log_probs, axis=-1)
-    return _masked_mean(per_step, _step_mask(per_step.shape, mask, lengths))
+    return _masked_mean(per_step, _step_mask(per_step.shape, mask, lengths, "log_probs"))
 
 
 def sequence_mse(
@@ -127,7 +120,7 @@ def sequence_mse(
     if mask is not None and tuple(mask.shape) == tuple(squared.shape) and lengths is None:
         check_array(mask, "mask")
         return _masked_mean(squared, mask)
-    step_mask = _step_mask(squared.shape[:-1], mask, lengths)
+    step_mask = _step_mask(squared.shape[:-1], mask, lengths, "predictions")
     if step_mask is None:
         return jnp.mean(squared)
     return _masked_mean(squared, jnp.broadcast_to(step_mask[..., None], squared.shape))

@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from recurrax._checks import check_array, check_lengths, check_positive_int
+from recurrax._checks import check_array, check_positive_int
 from recurrax._training import TrainState
-from recurrax._unroll import _mask_from_lengths, unroll
+from recurrax._unroll import unroll, valid_steps
 
 ModelStep = Callable[[Any, Any, jax.Array], tuple[Any, jax.Array]]
 StepLoss = Callable[[jax.Array, jax.Array], jax.Array]
@@ -53,14 +53,9 @@ def _windows(xs, targets, mask, lengths, k1, k2):
         raise ValueError(
             f"Expected targets starting with (*batch, T) = {batch + (time,)}, got shape {tuple(targets.shape)}."
         )
-    if lengths is not None and mask is not None:
-        raise ValueError("Pass lengths or mask, not both.")
-    if lengths is not None:
-        mask = _mask_from_lengths(check_lengths(lengths, batch, time), time, time_major=False)
-    elif mask is None:
+    mask = valid_steps(lengths, mask, batch, time, time_major=False)
+    if mask is None:
         mask = jnp.ones(batch + (time,), bool)
-    elif tuple(mask.shape) != batch + (time,):
-        raise ValueError(f"Expected mask with shape {batch + (time,)} (*batch, T), got shape {tuple(mask.shape)}.")
     # Updates fall every k1 steps counted back from the end, so the last window ends at T and
     # backpropagates a full k2 steps; when k1 does not divide T the first update gets the
     # remainder. Everything before step 0 is masked padding.

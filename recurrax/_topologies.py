@@ -11,7 +11,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from recurrax._checks import check_array, check_lengths, check_positive_int
+from recurrax._checks import check_array, check_positive_int
 from recurrax._layers import (
     BidirectionalParams,
     DenseParams,
@@ -21,7 +21,7 @@ from recurrax._layers import (
     stack_initial_carries,
     stack_step,
 )
-from recurrax._unroll import _mask_from_lengths, unroll
+from recurrax._unroll import unroll, valid_steps
 
 
 def _head(head: Optional[DenseParams], hs: jax.Array) -> jax.Array:
@@ -30,15 +30,9 @@ def _head(head: Optional[DenseParams], hs: jax.Array) -> jax.Array:
 
 def _valid_mask(xs, lengths, mask, time_major):
     """``(*batch, T)`` (or time-major) validity mask, or ``None`` when every step is valid."""
-    if lengths is not None and mask is not None:
-        raise ValueError("Pass lengths or mask, not both.")
-    if mask is not None:
-        return mask
-    if lengths is None:
-        return None
     time = xs.shape[0] if time_major else xs.shape[-2]
     batch = tuple(xs.shape[1:-1]) if time_major else tuple(xs.shape[:-2])
-    return _mask_from_lengths(check_lengths(lengths, batch, time), time, time_major)
+    return valid_steps(lengths, mask, batch, time, time_major=time_major)
 
 
 def many_to_many(

@@ -332,21 +332,40 @@ def _freeze(m_t, new_c, y, old_c):
     return new_c, y
 
 
-def _time_major_mask(lengths, mask, xs, time, batch_shape, time_major) -> Optional[jax.Array]:
-    """The validity mask as ``(T, *batch)`` booleans, or ``None`` when every step is valid."""
+def valid_steps(
+    lengths: Optional[jax.Array],
+    mask: Optional[jax.Array],
+    batch_shape: tuple[int, ...],
+    time: int,
+    *,
+    time_major: bool,
+    source: str = "xs",
+) -> Optional[jax.Array]:
+    """The validated mask of valid steps from ``lengths`` or ``mask`` (at most one), or ``None``.
+
+    The mask is ``(*batch, T)``, or ``(T, *batch)`` with ``time_major``, in and out; ``source``
+    names the array whose per-step shape it must have (for the error message).
+    """
     if lengths is not None and mask is not None:
         raise ValueError("Pass lengths or mask, not both.")
     if lengths is not None:
-        return _mask_from_lengths(check_lengths(lengths, batch_shape, time), time, time_major=True)
+        return _mask_from_lengths(check_lengths(lengths, batch_shape, time), time, time_major)
     if mask is None:
         return None
     check_array(mask, "mask")
-    if tuple(mask.shape) != tuple(xs.shape[:-1]):
+    expected = (time,) + tuple(batch_shape) if time_major else tuple(batch_shape) + (time,)
+    if tuple(mask.shape) != expected:
         layout = "(time, *batch)" if time_major else "(*batch, time)"
         raise ValueError(
-            f"Expected mask with shape {tuple(xs.shape[:-1])} {layout}, i.e. xs.shape[:-1], "
+            f"Expected mask with shape {expected} {layout}, i.e. {source}.shape[:-1], "
             f"got shape {tuple(mask.shape)}."
         )
     if mask.dtype != jnp.bool_:
         raise ValueError(f"Expected a boolean mask, got dtype {mask.dtype}.")
-    return mask if time_major else jnp.moveaxis(mask, -1, 0)
+    return mask
+
+
+def _time_major_mask(lengths, mask, xs, time, batch_shape, time_major) -> Optional[jax.Array]:
+    """The validity mask as ``(T, *batch)`` booleans, or ``None`` when every step is valid."""
+    mask = valid_steps(lengths, mask, batch_shape, time, time_major=time_major)
+    return mask if mask is None or time_major else jnp.moveaxis(mask, -1, 0)
