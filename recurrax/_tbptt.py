@@ -8,8 +8,15 @@ step sees between ``k2 − k1 + 1`` and ``k2`` steps of history.
 Implementation: the sequence is cut into windows of ``k2`` steps that start ``k1`` apart (the
 first ones reach back into masked steps before the start), and each window recomputes its
 forward pass from the carry the previous window computed at the window's start. Only the
-last ``k1`` steps of a window are scored, so every step's loss counts exactly once. Masked steps leave the carry unchanged and score nothing, so padding
-(``lengths`` / ``mask``) is handled as in ``unroll``. With ``k1 = k2 = T`` this is full BPTT.
+last ``k1`` steps of a window are scored, so every step's loss counts exactly once. Masked
+steps leave the carry unchanged and score nothing, so padding (``lengths`` / ``mask``) is
+handled as in ``unroll``. With ``k1 = k2 = T`` this is full BPTT.
+
+Sequence resets: in a stream of concatenated sequences, ``resets`` (``(*batch, T)`` booleans)
+marks the first step of each new sequence; the carry entering it is replaced by
+``reset_carry`` (default zeros), so neither state nor gradient crosses a sequence boundary
+(``unroll``'s ``resets``). A fixed ``reset_carry`` gets no gradient; a model with a learned
+initial state can instead read a reset flag from its inputs inside ``model_step``.
 
 When ``k1`` does not divide ``T``, the updates fall every ``k1`` steps counted back from the
 end, so the first update covers the remaining ``T mod k1`` steps and the last one ends at ``T``.
@@ -42,8 +49,8 @@ def _check_truncation(k1: Any, k2: Any) -> tuple[int, int]:
     return k1, k2
 
 
-def _windows(xs, targets, mask, lengths, k1, k2):
-    """Time-major windows ``(num_windows, k2, *batch, ...)`` of xs, targets, validity and scoring."""
+def _windows(xs, targets, mask, lengths, resets, k1, k2):
+    """Time-major windows ``(num_windows, k2, *batch, ...)`` of xs, targets, validity, scoring, resets."""
     check_array(xs, "xs")
     check_array(targets, "targets")
     if xs.ndim < 2:
@@ -56,6 +63,9 @@ def _windows(xs, targets, mask, lengths, k1, k2):
     mask = valid_steps(lengths, mask, batch, time, time_major=False)
     if mask is None:
         mask = jnp.ones(batch + (time,), bool)
+    resets = valid_steps(None, resets, batch, time, time_major=False, name="resets")
+    if resets is None:
+        resets = jnp.zeros(batch + (time,), bool)
     # Updates fall every k1 steps counted back from the end, so the last window ends at T and
     # backpropagates a full k2 steps; when k1 does not divide T the first update gets the
     # remainder. Everything before step 0 is masked padding.
@@ -70,14 +80,19 @@ def _windows(xs, targets, mask, lengths, k1, k2):
 
     valid = windows(mask)
     scored = valid & (jnp.arange(k2) >= k2 - k1).reshape((1, k2) + (1,) * len(batch))
-    return windows(xs), windows(targets), valid, scored
+    return windows(xs), windows(targets), valid, scored, windows(resets)
 
 
-def _window_loss(model_step, step_loss, k1, params, start, window):
+def _reset_carry(reset_carry, carry):
+    return jax.tree.map(jnp.zeros_like, carry) if reset_carry is None else reset_carry
+
+
+def _window_loss(model_step, step_loss, k1, params, start, reset_carry, window):
     """Mean loss of a window's scored steps; aux: the carry k1 steps in, and the final carry."""
-    xs, targets, valid, scored = window
+    xs, targets, valid, scored, resets = window
     final, ys, carries = unroll(
-        lambda c, x: model_step(params, c, x), start, xs, mask=valid, time_major=True, return_carries=True
+        lambda c, x: model_step(params, c, x), start, xs, mask=valid, time_major=True,
+        return_carries=True, resets=resets, reset_carry=reset_carry,
     )
     per_step = jax.vmap(step_loss)(ys, targets)  # (k2, *batch)
     weights = scored.astype(per_step.dtype)
@@ -99,6 +114,8 @@ def truncated_gradient(
     k2: int,
     mask: Optional[jax.Array] = None,
     lengths: Optional[jax.Array] = None,
+    resets: Optional[jax.Array] = None,
+    reset_carry: Any = None,
 ) -> tuple[jax.Array, Any]:
     """The TBPTT(k1, k2) gradient of the mean per-step loss, all windows at the same params.
 
@@ -106,12 +123,22 @@ def truncated_gradient(
     ``k1 = k2 = T`` it equals the full-BPTT gradient of the mean loss; with ``k2 < T`` it is what
     truncation leaves of it (compare with cosine similarity).
 
+    Args:
+      carry: the carry before step 0 (a stream's state, or an initial carry).
+      xs, targets: ``(*batch, T, D)`` inputs and ``(*batch, T, ...)`` targets for ``step_loss``.
+      mask, lengths: valid steps (at most one), as in ``unroll``.
+      resets, reset_carry: sequence starts inside the stream and the carry they restart from
+        (default zeros), as in ``unroll``.
+
     Returns:
       ``(mean loss, gradient)``.
     """
     k1, k2 = _check_truncation(k1, k2)
-    windows = _windows(xs, targets, mask, lengths, k1, k2)
-    grad_fn = jax.value_and_grad(lambda p, s, w: _window_loss(model_step, step_loss, k1, p, s, w), has_aux=True)
+    windows = _windows(xs, targets, mask, lengths, resets, k1, k2)
+    reset_carry = _reset_carry(reset_carry, carry)
+    grad_fn = jax.value_and_grad(
+        lambda p, s, w: _window_loss(model_step, step_loss, k1, p, s, reset_carry, w), has_aux=True
+    )
 
     def body(acc, window):
         start, loss_sum, grad_sum, total = acc
@@ -133,24 +160,34 @@ def make_tbptt_train_step(
     *,
     k1: int,
     k2: int,
+    reset_carry: Any = None,
     jit: bool = True,
 ):
     """Build ``train_step(state, carry, batch) -> (state, carry, metrics)`` doing TBPTT(k1, k2).
 
-    ``batch`` is ``(xs, targets)`` or ``(xs, targets, lengths)`` for one chunk of a stream
-    ``(*batch, T, D)``; one optimiser update per ``k1`` steps, all inside one ``lax.scan``. The
-    returned carry is the state after the chunk's last valid step: pass it to the next call to
-    continue an endless stream, or a fresh initial carry to start new sequences.
+    ``batch`` is ``(xs, targets)``, ``(xs, targets, lengths)`` or ``(xs, targets, lengths,
+    resets)`` (``lengths`` may be ``None``) for one chunk of a stream ``(*batch, T, D)``; one
+    optimiser update per ``k1`` steps, all inside one ``lax.scan``. The returned carry is the
+    state after the chunk's last valid step: pass it to the next call to continue an endless
+    stream, or a fresh initial carry to start new sequences; ``resets`` restart sequences
+    inside a chunk from ``reset_carry`` (default zeros).
     ``metrics`` has per-update ``loss`` and ``grad_norm`` (before clipping), each
     ``(num_updates,)``.
     """
     k1, k2 = _check_truncation(k1, k2)
-    grad_fn = jax.value_and_grad(lambda p, s, w: _window_loss(model_step, step_loss, k1, p, s, w), has_aux=True)
 
     def train_step(state: TrainState, carry: Any, batch: Any):
-        xs, targets, *rest = batch
-        lengths = rest[0] if rest else None
-        windows = _windows(xs, targets, None, lengths, k1, k2)
+        if not isinstance(batch, (tuple, list)) or not 2 <= len(batch) <= 4:
+            raise ValueError(
+                "Expected batch = (xs, targets[, lengths[, resets]]), got "
+                f"{type(batch).__name__} of length {len(batch) if isinstance(batch, (tuple, list)) else '-'}."
+            )
+        xs, targets, lengths, resets = (*batch, None, None)[:4]
+        windows = _windows(xs, targets, None, lengths, resets, k1, k2)
+        restart = _reset_carry(reset_carry, carry)
+        grad_fn = jax.value_and_grad(
+            lambda p, s, w: _window_loss(model_step, step_loss, k1, p, s, restart, w), has_aux=True
+        )
 
         def update(acc, window):
             state, start, _ = acc

@@ -65,6 +65,8 @@ def unroll(
     return_carries: bool = False,
     length: Optional[int] = None,
     segment_length: Optional[int] = None,
+    resets: Optional[jax.Array] = None,
+    reset_carry: Any = None,
 ):
     """Run ``step_fn(carry, x_t) -> (carry, y_t)`` over the time axis of ``xs`` with ``lax.scan``.
 
@@ -100,6 +102,13 @@ def unroll(
         2016; Gruslys et al. 2016). T need not divide by S: the last segment is padded with
         masked steps, which leave the carry unchanged. Gradients equal plain BPTT's.
       segment_length: S for ``remat="sqrt"``.
+      resets: booleans shaped like the mask (``(*batch, T)``, or ``(T, *batch)`` with
+        ``time_major``) marking steps that start a new sequence: the carry entering such a step
+        is replaced by ``reset_carry`` (so no state, and no gradient, crosses the boundary).
+        Several sequences can be packed into one row, or a stream continued across calls.
+        A reset only acts at a valid step (a masked step keeps the carry as it was).
+      reset_carry: the carry to restart from (leaves broadcast to the carry's shapes); default
+        the initial ``carry``.
       return_carries: also return the carry after every step, stacked along time.
       length: number of steps when ``xs`` is ``None``.
 
@@ -128,10 +137,27 @@ def unroll(
         if length is not None:
             raise ValueError("length is only for xs=None; the time axis of xs gives the length.")
         time, batch_shape, xs_t, mask_t = _prepare(xs, lengths, mask, time_major)
+    if resets is None:
+        if reset_carry is not None:
+            raise ValueError("reset_carry is only used with resets; got resets=None.")
+        step_with_resets = step_fn
+    else:
+        if xs is None:
+            raise ValueError("resets need xs (they are per step of its time axis); got xs=None.")
+        resets_t = valid_steps(None, resets, batch_shape, time, time_major=time_major, name="resets")
+        if not time_major:
+            resets_t = jnp.moveaxis(resets_t, -1, 0)
+        restart = _restart_carry(carry if reset_carry is None else reset_carry, carry)
+        xs_t = (xs_t, resets_t)
+
+        def step_with_resets(c, inputs):
+            x_t, r_t = inputs
+            c = jax.tree.map(lambda s, c: jnp.where(_broadcast_mask(r_t, c, "carry"), s, c), restart, c)
+            return step_fn(c, x_t)
 
     def body(c, inputs):
         x_t, m_t = inputs
-        new_c, y = _freeze(m_t, *step_fn(c, x_t), c)
+        new_c, y = _freeze(m_t, *step_with_resets(c, x_t), c)
         return new_c, ((y, new_c) if return_carries else y)
 
     if remat == "sqrt":
@@ -150,6 +176,26 @@ def unroll(
         body, carry, (xs_t, mask_t), length=time, reverse=reverse, unroll=unroll
     )
     return _finish(final, outs, batch_shape, time_major, return_carries)
+
+
+def _restart_carry(reset_carry, carry):
+    """``reset_carry`` broadcast to the carry's leaf shapes, with a clear error when it cannot be."""
+    if jax.tree.structure(reset_carry) != jax.tree.structure(carry):
+        raise ValueError(
+            f"Expected reset_carry with the carry's structure {jax.tree.structure(carry)}, "
+            f"got {jax.tree.structure(reset_carry)}."
+        )
+
+    def broadcast(s, c):
+        try:
+            return jnp.broadcast_to(s, jnp.shape(c)).astype(jnp.result_type(c))
+        except ValueError:
+            raise ValueError(
+                f"Expected reset_carry leaves that broadcast to the carry's {tuple(jnp.shape(c))}, "
+                f"got shape {tuple(jnp.shape(s))}."
+            ) from None
+
+    return jax.tree.map(broadcast, reset_carry, carry)
 
 
 def _finish(final, outs, batch_shape, time_major, return_carries):
@@ -175,10 +221,10 @@ def _segmented_scan(body, carry, xs_t, mask_t, time, batch_shape, reverse, unrol
         if mask_t is None:
             mask_t = jnp.ones((time,) + batch_shape, bool)
         mask_t = jnp.concatenate([mask_t, jnp.zeros((pad,) + batch_shape, bool)])
-        xs_t = jnp.concatenate([xs_t, jnp.zeros((pad,) + xs_t.shape[1:], xs_t.dtype)])
+        xs_t = jax.tree.map(lambda a: jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)]), xs_t)
 
     def segments(a):
-        return None if a is None else a.reshape((num_segments, size) + a.shape[1:])
+        return jax.tree.map(lambda a: a.reshape((num_segments, size) + a.shape[1:]), a)
 
     @functools.partial(jax.checkpoint, prevent_cse=False)
     def segment(c, inputs):
@@ -340,11 +386,13 @@ def valid_steps(
     *,
     time_major: bool,
     source: str = "xs",
+    name: str = "mask",
 ) -> Optional[jax.Array]:
     """The validated mask of valid steps from ``lengths`` or ``mask`` (at most one), or ``None``.
 
     The mask is ``(*batch, T)``, or ``(T, *batch)`` with ``time_major``, in and out; ``source``
-    names the array whose per-step shape it must have (for the error message).
+    names the array whose per-step shape it must have and ``name`` the flags (for the error
+    message; ``unroll`` also validates its ``resets`` here).
     """
     if lengths is not None and mask is not None:
         raise ValueError("Pass lengths or mask, not both.")
@@ -352,16 +400,16 @@ def valid_steps(
         return _mask_from_lengths(check_lengths(lengths, batch_shape, time), time, time_major)
     if mask is None:
         return None
-    check_array(mask, "mask")
+    check_array(mask, name)
     expected = (time,) + tuple(batch_shape) if time_major else tuple(batch_shape) + (time,)
     if tuple(mask.shape) != expected:
         layout = "(time, *batch)" if time_major else "(*batch, time)"
         raise ValueError(
-            f"Expected mask with shape {expected} {layout}, i.e. {source}.shape[:-1], "
+            f"Expected {name} with shape {expected} {layout}, i.e. {source}.shape[:-1], "
             f"got shape {tuple(mask.shape)}."
         )
     if mask.dtype != jnp.bool_:
-        raise ValueError(f"Expected a boolean mask, got dtype {mask.dtype}.")
+        raise ValueError(f"Expected a boolean {name}, got dtype {mask.dtype}.")
     return mask
 
 

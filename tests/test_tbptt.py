@@ -40,14 +40,19 @@ def _data(key, batch=2):
     return xs, targets
 
 
-def _reference_truncated(params, carry, xs, targets, lengths, k1, k2):
-    """Python loop: for each update, forward (no gradient) to the window start, then the window."""
+def _reference_truncated(params, carry, xs, targets, lengths, k1, k2, resets=None):
+    """Python loop: for each update, forward (no gradient) to the window start, then the window.
+
+    A reset before a valid step restarts that sequence from the zero carry."""
     valid = np.arange(T) < np.asarray(lengths)[:, None]
+    resets = np.zeros_like(valid) if resets is None else np.asarray(resets)
     total = valid.sum()
 
     def run(params, carry, start, stop):
         ys = []
         for t in range(start, stop):
+            r = jnp.asarray(resets[:, t])[:, None]
+            carry = jax.tree.map(lambda c: jnp.where(r, jnp.zeros_like(c), c), carry)
             new, y = model_step(params, carry, xs[:, t])
             m = jnp.asarray(valid[:, t])[:, None]
             carry = jax.tree.map(lambda n, o: jnp.where(m, n, o), new, carry)
@@ -72,15 +77,20 @@ def _reference_truncated(params, carry, xs, targets, lengths, k1, k2):
     return loss_sum / total, jax.tree.map(lambda g: g / total, grad_sum)
 
 
+@pytest.mark.parametrize("with_resets", [False, True], ids=["stream", "resets"])
 @pytest.mark.parametrize("k1, k2", [(4, 4), (3, 5), (5, 8), (1, 3), (12, 12)])
-def test_truncated_gradient_equals_python_loop(k1, k2):
+def test_truncated_gradient_equals_python_loop(k1, k2, with_resets):
     params = _model(jax.random.key(0))
     xs, targets = _data(jax.random.key(1))
     lengths = jnp.array([12, 7])
-    carry = recurrax.lstm.initial_carry(params["cell"], (2,))
-    loss, grads = recurrax.truncated_gradient(model_step, step_loss, params, carry, xs, targets,
-                                              k1=k1, k2=k2, lengths=lengths)
-    ref_loss, ref_grads = _reference_truncated(params, carry, xs, targets, lengths, k1, k2)
+    # Resets inside windows, on a window boundary (step 4) and on padding (row 1, step 9).
+    resets = np.zeros((2, T), bool)
+    if with_resets:
+        resets[0, [4, 6]] = resets[1, [2, 9]] = True
+    carry = jax.tree.map(lambda c: c + 0.5, recurrax.lstm.initial_carry(params["cell"], (2,)))
+    loss, grads = recurrax.truncated_gradient(model_step, step_loss, params, carry, xs, targets, k1=k1,
+                                              k2=k2, lengths=lengths, resets=jnp.asarray(resets))
+    ref_loss, ref_grads = _reference_truncated(params, carry, xs, targets, lengths, k1, k2, resets)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
     chex.assert_trees_all_close(grads, ref_grads, atol=1e-6, rtol=1e-4)
 
@@ -105,6 +115,26 @@ def test_k1_equals_k2_equals_t_is_full_bptt():
     _, short = recurrax.truncated_gradient(model_step, step_loss, params, carry, xs, targets, k1=2, k2=2,
                                            lengths=lengths)
     assert not np.allclose(short["cell"].w_h, grads["cell"].w_h, atol=1e-5)
+
+
+def test_full_window_with_resets_is_full_bptt_of_the_separate_sequences():
+    # k1 = k2 = T over a row holding two sequences (5 + 7 steps) equals full BPTT over the
+    # two sequences run apart, each from the zero carry.
+    params = _model(jax.random.key(0))
+    xs, targets = _data(jax.random.key(5), batch=1)
+    zero = recurrax.lstm.initial_carry(params["cell"], (1,))
+    resets = jnp.zeros((1, T), bool).at[0, 5].set(True)
+    t_loss, t_grads = recurrax.truncated_gradient(model_step, step_loss, params, zero, xs, targets,
+                                                  k1=T, k2=T, resets=resets)
+
+    def separate(p):
+        losses = [step_loss(recurrax.unroll(functools.partial(model_step, p), zero, xs[:, part])[1],
+                            targets[:, part]) for part in (slice(0, 5), slice(5, T))]
+        return jnp.concatenate(losses, axis=1).mean()
+
+    loss, grads = jax.value_and_grad(separate)(params)
+    np.testing.assert_allclose(t_loss, loss, rtol=1e-6)
+    chex.assert_trees_all_close(t_grads, grads, atol=1e-7, rtol=1e-5)
 
 
 def test_tbptt_train_step_equals_sequential_updates():
@@ -163,3 +193,21 @@ def test_targets_that_do_not_match_xs():
     carry = recurrax.lstm.initial_carry(params["cell"], (2,))
     with pytest.raises(ValueError, match=r"Expected targets starting with \(\*batch, T\) = \(2, 12\)"):
         recurrax.truncated_gradient(model_step, step_loss, params, carry, xs, targets[:, :5], k1=4, k2=4)
+
+
+def test_train_step_resets_restart_from_reset_carry():
+    # Resetting at step 0 from reset_carry equals starting the chunk from that carry.
+    params = _model(jax.random.key(0))
+    xs, targets = _data(jax.random.key(6))
+    optimizer = recurrax.default_optimizer(1e-2)
+    state = recurrax.init_train_state(params, optimizer, jax.random.key(4))
+    fresh = jax.tree.map(lambda c: c + 0.25, recurrax.lstm.initial_carry(params["cell"], (2,)))
+    stale = jax.tree.map(lambda c: c - 3.0, fresh)
+    train_step = recurrax.make_tbptt_train_step(model_step, step_loss, optimizer, k1=4, k2=6, reset_carry=fresh)
+    resets = jnp.zeros((2, T), bool).at[:, 0].set(True)
+    reset_state, reset_carry, _ = train_step(state, stale, (xs, targets, None, resets))
+    plain_state, plain_carry, _ = train_step(state, fresh, (xs, targets))
+    chex.assert_trees_all_close(reset_state.params, plain_state.params, atol=1e-6)
+    chex.assert_trees_all_close(reset_carry, plain_carry, atol=1e-6)
+    with pytest.raises(ValueError, match=r"Expected batch = \(xs, targets\[, lengths\[, resets\]\]\)"):
+        train_step(state, fresh, (xs,))

@@ -406,3 +406,59 @@ def test_sqrt_remat_through_layers_and_errors(key):
         recurrax.unroll(step, carry, jnp.ones((2, 9, 5)), segment_length=3)
     with pytest.raises(ValueError, match="Expected remat to be a bool, 'sqrt' or a jax.checkpoint policy"):
         recurrax.unroll(step, carry, jnp.ones((2, 9, 5)), remat="every")
+
+
+@subset
+@pytest.mark.parametrize("remat", [False, "sqrt"], ids=["plain", "sqrt"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_resets_equal_separate_sequences(case, key, remat, reverse):
+    # Row 0 packs a 3-step and a 4-step sequence, row 1 one 7-step sequence. Resets are in scan
+    # order: forward they mark first steps, reverse last steps (the step each scan starts from).
+    step, params, carry, xs = _setup(case, key, batch_shape=(2,), time=7)
+    cut = 3
+    resets = np.zeros((2, 7), bool)
+    resets[0, (cut - 1 if reverse else cut)] = True
+    start = case.random_carry(jax.random.key(9), params, (2,))
+
+    def run(params, xs):
+        return recurrax.unroll(functools.partial(case.module.step, params), start, xs, reverse=reverse,
+                               remat=remat, resets=jnp.asarray(resets), reset_carry=carry)
+
+    final, ys = run(params, xs)
+    step = functools.partial(case.module.step, params)
+    first = _tree_at(carry, 0) if reverse else _tree_at(start, 0)
+    second = _tree_at(start, 0) if reverse else _tree_at(carry, 0)
+    final_a, ys_a = recurrax.unroll(step, first, xs[0, :cut], reverse=reverse)
+    final_b, ys_b = recurrax.unroll(step, second, xs[0, cut:], reverse=reverse)
+    chex.assert_trees_all_close(ys[0], jnp.concatenate([ys_a, ys_b]), atol=1e-6)
+    chex.assert_trees_all_close(_tree_at(final, 0), final_a if reverse else final_b, atol=1e-6)
+    chex.assert_trees_all_close(_tree_at(final, 1), recurrax.unroll(step, _tree_at(start, 1), xs[1],
+                                                                    reverse=reverse)[0], atol=1e-6)
+    # No gradient crosses the boundary: the later sequence's outputs ignore the earlier inputs.
+    later = slice(0, cut) if reverse else slice(cut, 7)
+    earlier = slice(cut, 7) if reverse else slice(0, cut)
+    d_xs = jax.grad(lambda xs: (run(params, xs)[1][0, later] ** 2).sum())(xs)
+    assert float(jnp.abs(d_xs[0, earlier]).max()) == 0.0 and float(jnp.abs(d_xs[0, later]).max()) > 0
+
+
+def test_resets_at_masked_steps_and_errors(key):
+    step, params, carry, xs = _setup(CASES_BY_ID["gru-reset-after"], key, batch_shape=(2,), time=5)
+    start = jax.tree.map(jnp.ones_like, carry)
+    resets = jnp.array([[False, False, False, True, False], [False, True, False, False, False]])
+    lengths = jnp.array([3, 5])
+    final, _ = recurrax.unroll(step, start, xs, lengths=lengths, resets=resets)  # restarts from `start`
+    plain, _ = recurrax.unroll(step, start, xs, lengths=lengths)
+    # Row 0's reset falls on padding: no effect. Row 1 restarts at step 1 from the initial carry.
+    chex.assert_trees_all_close(_tree_at(final, 0), _tree_at(plain, 0))
+    chex.assert_trees_all_close(_tree_at(final, 1), recurrax.unroll(step, _tree_at(start, 1), xs[1, 1:])[0],
+                                atol=1e-6)
+    with pytest.raises(ValueError, match=r"Expected resets with shape \(2, 5\)"):
+        recurrax.unroll(step, start, xs, resets=resets[:, :4])
+    with pytest.raises(ValueError, match="Expected a boolean resets, got dtype int32"):
+        recurrax.unroll(step, start, xs, resets=resets.astype(jnp.int32))
+    with pytest.raises(ValueError, match="reset_carry is only used with resets"):
+        recurrax.unroll(step, start, xs, reset_carry=carry)
+    with pytest.raises(ValueError, match="Expected reset_carry with the carry's structure"):
+        recurrax.unroll(step, start, xs, resets=resets, reset_carry=jnp.zeros((3,)))
+    with pytest.raises(ValueError, match=r"Expected reset_carry leaves that broadcast to the carry's \(2, 4\)"):
+        recurrax.unroll(step, start, xs, resets=resets, reset_carry=carry._replace(h=jnp.zeros((3,))))
