@@ -43,6 +43,10 @@ from recurrax._layers import stack_step as stack_step
 from recurrax._losses import sequence_cross_entropy as sequence_cross_entropy
 from recurrax._losses import sequence_mse as sequence_mse
 from recurrax._losses import sequence_nll as sequence_nll
+from recurrax._checkpoint import CheckpointError as CheckpointError
+from recurrax._checkpoint import checkpoint_steps as checkpoint_steps
+from recurrax._checkpoint import restore_checkpoint as restore_checkpoint
+from recurrax._checkpoint import save_checkpoint as save_checkpoint
 from recurrax._tbptt import make_tbptt_train_step as make_tbptt_train_step
 from recurrax._tbptt import truncated_gradient as truncated_gradient
 from recurrax._topologies import Encoded as Encoded
@@ -87,5 +91,6 @@ __all__ = [
     "FitResult", "TrainState", "default_optimizer", "fit", "init_train_state", "make_train_step",
     "sequence_cross_entropy", "sequence_mse", "sequence_nll", "sgd_momentum",
     "make_tbptt_train_step", "truncated_gradient",
+    "CheckpointError", "checkpoint_steps", "restore_checkpoint", "save_checkpoint",
     "elman_bptt", "elman_readout_bptt", "lstm_bptt",
 ]

@@ -96,6 +96,29 @@ def _evaluate(eval_fn: Callable[[Any], dict], params: Any) -> dict:
     return {f"eval_{name}": float(value) for name, value in eval_fn(params).items()}
 
 
+def _check_checkpoint_dir(directory: Optional[str], state: TrainState) -> Optional[int]:
+    """Refuse a directory with checkpoints past ``state.step``; return the step already saved."""
+    if directory is None:
+        return None
+    from recurrax._checkpoint import CheckpointError, checkpoint_steps
+
+    steps = checkpoint_steps(directory)
+    step = int(state.step)
+    if steps and steps[-1] > step:
+        raise CheckpointError(
+            f"{directory} holds checkpoints up to step {steps[-1]}, past this state's step {step}: "
+            "resume with restore_checkpoint, or use a new directory."
+        )
+    return step if step in steps else None
+
+
+def _save(directory: str, state: TrainState, max_to_keep: Optional[int]) -> int:
+    from recurrax._checkpoint import save_checkpoint
+
+    save_checkpoint(directory, state, max_to_keep=max_to_keep)
+    return int(state.step)
+
+
 class FitResult(NamedTuple):
     """What ``fit`` returns."""
 
@@ -107,42 +130,63 @@ class FitResult(NamedTuple):
 def fit(
     state: TrainState,
     train_step: Callable[[TrainState, Any], tuple[TrainState, dict]],
-    batches: Iterable[Any],
+    batches: Union[Iterable[Any], Callable[[int], Any]],
     *,
     num_steps: Optional[int] = None,
     eval_fn: Optional[Callable[[Any], dict]] = None,
     eval_every: int = 0,
     log_every: int = 1,
     progress: bool = True,
+    checkpoint_dir: Optional[str] = None,
+    checkpoint_every: int = 0,
+    max_to_keep: Optional[int] = None,
 ) -> FitResult:
     """Run ``train_step`` over ``batches`` with a tqdm progress bar showing loss and grad norm.
 
     Args:
-      batches: an iterable of batches (stops when exhausted or after ``num_steps``).
+      batches: an iterable of batches (stops when exhausted or after ``num_steps``), or a
+        function ``step -> batch`` of the step number about to be taken (then ``num_steps`` is
+        required): deterministic data, so a run resumed from a checkpoint sees the same batches.
+      num_steps: updates to do in this call.
       eval_fn: ``params -> dict of metrics``, run every ``eval_every`` steps and at the end.
       log_every: record metrics in the history every this many steps.
       progress: ``False`` for silence (no bar, no messages).
+      checkpoint_dir: save the state there (``save_checkpoint``) every ``checkpoint_every``
+        steps and whenever ``fit`` returns or is interrupted (the last finite state). It must
+        not hold checkpoints beyond ``state.step``: resume with ``restore_checkpoint`` first.
+      max_to_keep: keep only the newest this many checkpoints (default all).
 
     A non-finite loss stops training at once with a message naming the step; the returned
     state is the last one whose loss was finite (the update that produced NaN is discarded).
     """
     if num_steps is not None and (not isinstance(num_steps, int) or num_steps <= 0):
         raise ValueError(f"Expected num_steps to be a positive integer or None, got {num_steps!r}.")
-    if eval_every < 0 or log_every <= 0:
-        raise ValueError(f"Expected eval_every >= 0 and log_every > 0, got {eval_every}, {log_every}.")
+    if eval_every < 0 or log_every <= 0 or checkpoint_every < 0:
+        raise ValueError(
+            f"Expected eval_every >= 0, log_every > 0 and checkpoint_every >= 0, got {eval_every}, "
+            f"{log_every}, {checkpoint_every}."
+        )
+    if checkpoint_every and checkpoint_dir is None:
+        raise ValueError(f"checkpoint_every={checkpoint_every} needs a checkpoint_dir; got None.")
+    if callable(batches) and num_steps is None:
+        raise ValueError("Expected num_steps with batches given as a function of the step.")
+    saved = _check_checkpoint_dir(checkpoint_dir, state)
     from tqdm.auto import tqdm
 
     history: list = []
     stopped = None
     bar = tqdm(total=num_steps, disable=not progress, desc="fit", leave=False)
-    iterator = iter(batches)
+    iterator = None if callable(batches) else iter(batches)
     done, last_eval = 0, None
     try:
         while num_steps is None or done < num_steps:
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                break
+            if iterator is None:
+                batch = batches(int(state.step))
+            else:
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    break
             new_state, metrics = train_step(state, batch)
             loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
             step = int(new_state.step)
@@ -162,10 +206,14 @@ def fit(
                 last_eval = step
             if evaluate or step % log_every == 0:
                 history.append(record)
+            if checkpoint_every and step % checkpoint_every == 0:
+                saved = _save(checkpoint_dir, state, max_to_keep)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", grad_norm=f"{grad_norm:.3g}")
     finally:
         bar.close()
+        if checkpoint_dir is not None and saved != int(state.step):
+            _save(checkpoint_dir, state, max_to_keep)  # also on interruption: the last finite state
     if eval_fn is not None and last_eval != int(state.step):
         history.append({"step": int(state.step), **_evaluate(eval_fn, state.params)})
     return FitResult(state=state, history=history, stopped=stopped)

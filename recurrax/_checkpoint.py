@@ -1,0 +1,148 @@
+"""Checkpoints of a whole ``TrainState`` (params, optimiser state, step, PRNG key) with orbax.
+
+One checkpoint per step in ``directory/<step>/``, written by ``orbax.checkpoint``'s
+``CheckpointManager`` (atomically: a step appears only once fully written). Next to the
+arrays each checkpoint stores a manifest: every leaf's path, shape and dtype and a SHA-256
+digest of all array bytes. Restoring checks the manifest against the template state (a clear
+error names the first leaf that differs) and the digest against the restored bytes, so a
+corrupt, truncated or mismatched checkpoint raises ``CheckpointError``; nothing ever falls
+back to a fresh state. Saving never overwrites an existing step, and old steps are only
+deleted when ``max_to_keep`` asks for it.
+
+Typed PRNG keys (``jax.random.key``) are stored as their key data and re-wrapped with the
+template's key implementation, so a resumed run draws the same random numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+from typing import Any, Optional, Union
+
+import jax
+import numpy as np
+
+PathLike = Union[str, os.PathLike]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, or does not fit the state it is restored into."""
+
+
+def _is_key(leaf: Any) -> bool:
+    return isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def _plain(state: Any) -> Any:
+    """The state with typed PRNG keys replaced by their uint32 key data."""
+    return jax.tree.map(lambda leaf: jax.random.key_data(leaf) if _is_key(leaf) else leaf, state)
+
+
+def _manifest(plain_state: Any) -> dict:
+    """Leaf paths, shapes and dtypes, and a SHA-256 digest of all the leaves' bytes in order."""
+    digest = hashlib.sha256()
+    leaves = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(plain_state)[0]:
+        array = np.ascontiguousarray(np.asarray(leaf))
+        digest.update(array.tobytes())
+        leaves.append({"path": jax.tree_util.keystr(path), "shape": list(array.shape), "dtype": str(array.dtype)})
+    return {"leaves": leaves, "sha256": digest.hexdigest()}
+
+
+def _manager(directory: PathLike, max_to_keep: Optional[int] = None, create: bool = False):
+    import orbax.checkpoint as ocp  # imported here: orbax is heavy and only needed for checkpoints
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create)
+    return ocp.CheckpointManager(pathlib.Path(directory).absolute(), options=options)
+
+
+def checkpoint_steps(directory: PathLike) -> list[int]:
+    """The steps with a complete checkpoint in ``directory`` (sorted; empty if none)."""
+    if not pathlib.Path(directory).is_dir():
+        return []
+    return sorted(_manager(directory).all_steps())
+
+
+def save_checkpoint(directory: PathLike, state: Any, *, max_to_keep: Optional[int] = None) -> pathlib.Path:
+    """Write ``state`` (a ``TrainState``) as ``directory/<state.step>/`` and wait until it is on disk.
+
+    Args:
+      max_to_keep: keep only the newest this many checkpoints (default: keep all).
+
+    Raises ``CheckpointError`` if that step already has a checkpoint (never overwritten).
+    """
+    import orbax.checkpoint as ocp
+
+    if max_to_keep is not None and (not isinstance(max_to_keep, int) or max_to_keep <= 0):
+        raise ValueError(f"Expected max_to_keep to be a positive integer or None, got {max_to_keep!r}.")
+    step = int(state.step)
+    plain = _plain(state)
+    manager = _manager(directory, max_to_keep, create=True)
+    if step in manager.all_steps():
+        raise CheckpointError(
+            f"A checkpoint for step {step} already exists in {directory}; checkpoints are never "
+            "overwritten (restore it, or write to a new directory)."
+        )
+    manager.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(plain), manifest=ocp.args.JsonSave(_manifest(plain))),
+    )
+    manager.wait_until_finished()
+    manager.close()
+    return pathlib.Path(directory) / str(step)
+
+
+def restore_checkpoint(directory: PathLike, like: Any, *, step: Optional[int] = None) -> Any:
+    """Read the checkpoint of ``step`` (default: the latest) into the structure of ``like``.
+
+    ``like`` is a state of the same model and optimiser (e.g. a fresh ``init_train_state``);
+    only its structure, shapes, dtypes and key implementation are used.
+
+    Raises ``CheckpointError`` when there is no checkpoint (or not that step), when it does not
+    match ``like`` (naming the first differing leaf), or when its bytes fail the digest check.
+    """
+    import orbax.checkpoint as ocp
+
+    steps = checkpoint_steps(directory)
+    if not steps:
+        raise CheckpointError(f"No checkpoint found in {directory} (expected step directories written by save_checkpoint).")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise CheckpointError(f"No checkpoint for step {step} in {directory}; available steps: {steps}.")
+    plain_like = _plain(like)
+    manager = _manager(directory)
+    try:
+        manifest = manager.restore(step, args=ocp.args.Composite(manifest=ocp.args.JsonRestore()))["manifest"]
+    except Exception as error:  # orbax/tensorstore raise many types; all mean "unreadable"
+        raise CheckpointError(f"Checkpoint {directory}/{step} is corrupt or incomplete: cannot read its manifest ({error}).") from error
+    _check_matches(manifest, _manifest(plain_like), f"{directory}/{step}")
+    abstract = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(np.shape(leaf), np.asarray(leaf).dtype), plain_like)
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+    except Exception as error:
+        raise CheckpointError(f"Checkpoint {directory}/{step} is corrupt: its arrays cannot be read ({type(error).__name__}).") from error
+    finally:
+        manager.close()
+    if _manifest(restored)["sha256"] != manifest["sha256"]:
+        raise CheckpointError(f"Checkpoint {directory}/{step} is corrupt: its arrays do not match the digest written with them.")
+    return jax.tree.map(
+        lambda leaf, template: jax.random.wrap_key_data(leaf, impl=jax.random.key_impl(template)) if _is_key(template) else leaf,
+        restored,
+        like,
+    )
+
+
+def _check_matches(saved: dict, expected: dict, where: str) -> None:
+    if len(saved["leaves"]) != len(expected["leaves"]):
+        raise CheckpointError(
+            f"Checkpoint {where} holds {len(saved['leaves'])} arrays, the state to restore into has "
+            f"{len(expected['leaves'])}: it was written for a different model or optimiser."
+        )
+    for got, want in zip(saved["leaves"], expected["leaves"]):
+        if got != want:
+            raise CheckpointError(
+                f"Checkpoint {where} does not match the state to restore into: expected "
+                f"{want['path']} {tuple(want['shape'])} {want['dtype']}, the checkpoint has "
+                f"{got['path']} {tuple(got['shape'])} {got['dtype']}."
+            )
