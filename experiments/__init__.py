@@ -9,4 +9,5 @@ API of ``recurrax``.
 EXPERIMENTS = {
     "demo": "experiments.demo",
     "bench": "experiments.bench",
+    "truncated_vs_full": "experiments.truncated_vs_full",
 }

@@ -9,6 +9,13 @@ GEMM rate measured in the same run, and recurrax / anchor ratios (< 1: recurrax 
 FLOPs count the matrix products only: forward 2·B·T·(D+H)·G·H with G gates (4 LSTM, 3 GRU);
 forward+backward is counted as 3× forward. The loss for the backward pass is the sum of all
 outputs; gradients are taken with respect to the parameters.
+
+Memory-bounded BPTT (``remat_shape``, an LSTM layer): the same gradient by plain autodiff
+through the scan, the fused backward pass (``rnn``'s default), rematerialising every step, and
+checkpointing √T segments. Per policy: jax's saved residuals (the arrays the VJP keeps for the
+backward pass), the compiled temporary memory of the whole gradient evaluation, the median
+time, and each as a ratio to plain autodiff. Target (TARGETS.md): √T keeps ≤ 10% of plain
+BPTT's residuals at T=1000 for ≤ 1.5× the time.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 import recurrax
+from experiments._measure import compiled_temp_bytes, saved_residual_bytes
 
 SHAPES = ((32, 256, 64, 256), (16, 1000, 32, 64), (64, 128, 256, 1024))
 GATES = {"lstm": 4, "gru": 3}
@@ -35,9 +43,10 @@ class Config:
     cells: tuple = ("lstm", "gru")
     repeats: int = 7
     gemm_size: int = 2048
+    remat_shape: tuple = (16, 1000, 32, 128)  # (B, T, D, H) of the memory-bounded BPTT rows
 
 
-QUICK = Config(shapes=((4, 16, 8, 16),), repeats=2, gemm_size=256)
+QUICK = Config(shapes=((4, 16, 8, 16),), repeats=2, gemm_size=256, remat_shape=(2, 16, 4, 8))
 
 
 def _block(tree):
@@ -91,6 +100,68 @@ def implementations(family: str) -> dict:
     return impls
 
 
+def _timed_interleaved(jobs: list[dict], args_of, repeats: int) -> None:
+    """Append ``repeats`` wall times to each job's ``times``, round-robin across jobs."""
+    for _ in range(repeats):
+        for job in jobs:
+            start = time.perf_counter()
+            _block(job["fn"](*args_of(job)))
+            job["times"].append(time.perf_counter() - start)
+
+
+REMAT_POLICIES = {
+    "plain autodiff": {"fused_backward": False},
+    "fused backward": {"fused_backward": True},
+    "remat every step": {"remat": True},
+    "remat sqrt(T) segments": {"remat": "sqrt"},
+}
+
+
+def bench_remat(shape: tuple, repeats: int) -> list[dict]:
+    """Residual memory, compiled memory and time of one LSTM layer's gradient per remat policy."""
+    batch, time_steps, features, hidden = shape
+    params = recurrax.init_rnn(jax.random.key(0), "lstm", features, hidden)
+    xs = jax.random.normal(jax.random.key(1), (batch, time_steps, features), jnp.float32)
+    jobs = []
+    for name, options in REMAT_POLICIES.items():
+        def loss(params, xs, options=options):
+            return recurrax.rnn(params, xs, **options)[1].sum()
+
+        grad = jax.jit(jax.grad(loss))
+        compile_s = _compile_seconds(grad, params, xs)
+        _block(grad(params, xs))
+        jobs.append({"policy": name, "fn": grad, "compile_s": compile_s, "times": [],
+                     "residual_bytes": saved_residual_bytes(loss, params, xs),
+                     "temp_bytes": compiled_temp_bytes(jax.grad(loss), params, xs)})
+    _timed_interleaved(jobs, lambda job: (params, xs), repeats)
+    plain = jobs[0]
+    rows = []
+    for job in jobs:
+        median = 1e3 * statistics.median(job["times"])
+        rows.append({
+            "shape": list(shape), "policy": job["policy"], "median_ms": median,
+            "compile_s": job["compile_s"], "residual_bytes": job["residual_bytes"], "temp_bytes": job["temp_bytes"],
+            "residual_ratio": job["residual_bytes"] / plain["residual_bytes"],
+            "temp_ratio": job["temp_bytes"] / plain["temp_bytes"],
+            "time_ratio": median / (1e3 * statistics.median(plain["times"])),
+        })
+    return rows
+
+
+def _remat_table(rows: list[dict]) -> str:
+    lines = [
+        "| LSTM B, T, D, H | policy | saved residuals MiB | / plain | compiled temp MiB | / plain | median ms | / plain |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {', '.join(map(str, row['shape']))} | {row['policy']} | {row['residual_bytes'] / 2**20:.2f} "
+            f"| {row['residual_ratio']:.3f} | {row['temp_bytes'] / 2**20:.2f} | {row['temp_ratio']:.3f} "
+            f"| {row['median_ms']:.1f} | {row['time_ratio']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def bench_shape(family: str, shape: tuple, repeats: int) -> list[dict]:
     batch, time_steps, features, hidden = shape
     xs = jax.random.normal(jax.random.key(1), (batch, time_steps, features), jnp.float32)
@@ -104,11 +175,7 @@ def bench_shape(family: str, shape: tuple, repeats: int) -> list[dict]:
             _block(fn(params, xs))  # warm-up after compilation
             jobs.append({"impl": name, "mode": mode, "fn": fn, "params": params,
                          "compile_s": compile_s, "times": []})
-    for _ in range(repeats):
-        for job in jobs:
-            start = time.perf_counter()
-            _block(job["fn"](job["params"], xs))
-            job["times"].append(time.perf_counter() - start)
+    _timed_interleaved(jobs, lambda job: (job["params"], xs), repeats)
     flops_fwd = 2 * batch * time_steps * (features + hidden) * GATES[family] * hidden
     rows = []
     for job in jobs:
@@ -157,6 +224,13 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
     table = _table(rows, gemm)
     worst = max((r["ratio"] for r in rows if r["impl"] != "recurrax"), default=float("nan"))
     summary = f"worst recurrax/anchor ratio: {worst:.2f}"
-    print("\n" + table + "\n\n" + summary)
-    (out_dir / "results.md").write_text(f"machine: {machine}; GEMM {gemm:.1f} GFLOP/s\n\n{table}\n\n{summary}\n")
-    return {"machine": machine, "gemm_gflops": gemm, "rows": rows, "worst_ratio": worst}
+    if len(config.remat_shape) != 4:
+        raise ValueError(f"Expected remat_shape as (B, T, D, H), got {config.remat_shape!r}.")
+    remat_rows = bench_remat(tuple(config.remat_shape), config.repeats)
+    remat_table = _remat_table(remat_rows)
+    print("\n" + table + "\n\n" + summary + "\n\nMemory-bounded BPTT:\n" + remat_table)
+    (out_dir / "results.md").write_text(
+        f"machine: {machine}; GEMM {gemm:.1f} GFLOP/s\n\n{table}\n\n{summary}\n\n"
+        f"Memory-bounded BPTT:\n\n{remat_table}\n"
+    )
+    return {"machine": machine, "gemm_gflops": gemm, "rows": rows, "worst_ratio": worst, "remat": remat_rows}

@@ -58,6 +58,7 @@ from recurrax._topologies import many_to_one as many_to_one
 from recurrax._topologies import teaching_mask as teaching_mask
 from recurrax._training import FitResult as FitResult
 from recurrax._training import TrainState as TrainState
+from recurrax._training import apply_gradients as apply_gradients
 from recurrax._training import default_optimizer as default_optimizer
 from recurrax._training import fit as fit
 from recurrax._training import init_train_state as init_train_state
@@ -88,7 +89,7 @@ __all__ = [
     "layer_input_size", "layer_output_size", "lstm", "many_to_many", "many_to_one", "one_hot",
     "rnn", "rnn_initial_carry", "sequence_mask", "stack", "stack_initial_carries", "stack_step", "teaching_mask",
     "unroll", "unroll_cell",
-    "FitResult", "TrainState", "default_optimizer", "fit", "init_train_state", "make_train_step",
+    "FitResult", "TrainState", "apply_gradients", "default_optimizer", "fit", "init_train_state", "make_train_step",
     "sequence_cross_entropy", "sequence_mse", "sequence_nll", "sgd_momentum",
     "make_tbptt_train_step", "truncated_gradient",
     "CheckpointError", "checkpoint_steps", "restore_checkpoint", "save_checkpoint",

@@ -46,7 +46,9 @@ def _manifest(plain_state: Any) -> dict:
     for path, leaf in jax.tree_util.tree_flatten_with_path(plain_state)[0]:
         array = np.ascontiguousarray(np.asarray(leaf))
         digest.update(array.tobytes())
-        leaves.append({"path": jax.tree_util.keystr(path), "shape": list(array.shape), "dtype": str(array.dtype)})
+        leaves.append(
+            {"path": jax.tree_util.keystr(path), "shape": list(array.shape), "dtype": str(array.dtype)}
+        )
     return {"leaves": leaves, "sha256": digest.hexdigest()}
 
 
@@ -84,10 +86,8 @@ def save_checkpoint(directory: PathLike, state: Any, *, max_to_keep: Optional[in
             f"A checkpoint for step {step} already exists in {directory}; checkpoints are never "
             "overwritten (restore it, or write to a new directory)."
         )
-    manager.save(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(plain), manifest=ocp.args.JsonSave(_manifest(plain))),
-    )
+    items = {"state": ocp.args.StandardSave(plain), "manifest": ocp.args.JsonSave(_manifest(plain))}
+    manager.save(step, args=ocp.args.Composite(**items))
     manager.wait_until_finished()
     manager.close()
     return pathlib.Path(directory) / str(step)
@@ -106,43 +106,49 @@ def restore_checkpoint(directory: PathLike, like: Any, *, step: Optional[int] = 
 
     steps = checkpoint_steps(directory)
     if not steps:
-        raise CheckpointError(f"No checkpoint found in {directory} (expected step directories written by save_checkpoint).")
+        raise CheckpointError(
+            f"No checkpoint found in {directory} (expected step directories written by save_checkpoint)."
+        )
     step = steps[-1] if step is None else step
     if step not in steps:
         raise CheckpointError(f"No checkpoint for step {step} in {directory}; available steps: {steps}.")
+    where = f"Checkpoint {pathlib.Path(directory) / str(step)}"
     plain_like = _plain(like)
     manager = _manager(directory)
     try:
-        manifest = manager.restore(step, args=ocp.args.Composite(manifest=ocp.args.JsonRestore()))["manifest"]
-    except Exception as error:  # orbax/tensorstore raise many types; all mean "unreadable"
-        raise CheckpointError(f"Checkpoint {directory}/{step} is corrupt or incomplete: cannot read its manifest ({error}).") from error
-    _check_matches(manifest, _manifest(plain_like), f"{directory}/{step}")
-    abstract = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(np.shape(leaf), np.asarray(leaf).dtype), plain_like)
-    try:
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
-    except Exception as error:
-        raise CheckpointError(f"Checkpoint {directory}/{step} is corrupt: its arrays cannot be read ({type(error).__name__}).") from error
+        try:
+            manifest = manager.restore(step, args=ocp.args.Composite(manifest=ocp.args.JsonRestore()))
+        except Exception as error:  # orbax/tensorstore raise many types; all mean "unreadable"
+            raise CheckpointError(f"{where} is corrupt or incomplete: cannot read its manifest ({error}).") from error
+        manifest = manifest["manifest"]
+        _check_matches(manifest, _manifest(plain_like), where)
+        abstract = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(np.shape(leaf), np.asarray(leaf).dtype), plain_like)
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+        except Exception as error:
+            raise CheckpointError(f"{where} is corrupt: its arrays cannot be read ({type(error).__name__}).") from error
     finally:
         manager.close()
+    restored = restored["state"]
     if _manifest(restored)["sha256"] != manifest["sha256"]:
-        raise CheckpointError(f"Checkpoint {directory}/{step} is corrupt: its arrays do not match the digest written with them.")
-    return jax.tree.map(
-        lambda leaf, template: jax.random.wrap_key_data(leaf, impl=jax.random.key_impl(template)) if _is_key(template) else leaf,
-        restored,
-        like,
-    )
+        raise CheckpointError(f"{where} is corrupt: its arrays do not match the digest written with them.")
+
+    def rewrap(leaf, template):
+        return jax.random.wrap_key_data(leaf, impl=jax.random.key_impl(template)) if _is_key(template) else leaf
+
+    return jax.tree.map(rewrap, restored, like)
 
 
 def _check_matches(saved: dict, expected: dict, where: str) -> None:
     if len(saved["leaves"]) != len(expected["leaves"]):
         raise CheckpointError(
-            f"Checkpoint {where} holds {len(saved['leaves'])} arrays, the state to restore into has "
+            f"{where} holds {len(saved['leaves'])} arrays, the state to restore into has "
             f"{len(expected['leaves'])}: it was written for a different model or optimiser."
         )
     for got, want in zip(saved["leaves"], expected["leaves"]):
         if got != want:
             raise CheckpointError(
-                f"Checkpoint {where} does not match the state to restore into: expected "
+                f"{where} does not match the state to restore into: expected "
                 f"{want['path']} {tuple(want['shape'])} {want['dtype']}, the checkpoint has "
                 f"{got['path']} {tuple(got['shape'])} {got['dtype']}."
             )

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from recurrax._checks import check_array, check_positive_int
-from recurrax._training import TrainState
+from recurrax._training import TrainState, apply_gradients
 from recurrax._unroll import unroll, valid_steps
 
 ModelStep = Callable[[Any, Any, jax.Array], tuple[Any, jax.Array]]
@@ -49,7 +49,7 @@ def _check_truncation(k1: Any, k2: Any) -> tuple[int, int]:
     return k1, k2
 
 
-def _windows(xs, targets, mask, lengths, resets, k1, k2):
+def _windows(xs, targets, mask, lengths, resets, k1, k2, teaching=None):
     """Time-major windows ``(num_windows, k2, *batch, ...)`` of xs, targets, validity, scoring, resets."""
     check_array(xs, "xs")
     check_array(targets, "targets")
@@ -66,6 +66,7 @@ def _windows(xs, targets, mask, lengths, resets, k1, k2):
     resets = valid_steps(None, resets, batch, time, time_major=False, name="resets")
     if resets is None:
         resets = jnp.zeros(batch + (time,), bool)
+    teaching = valid_steps(None, teaching, batch, time, time_major=False, name="teaching")
     # Updates fall every k1 steps counted back from the end, so the last window ends at T and
     # backpropagates a full k2 steps; when k1 does not divide T the first update gets the
     # remainder. Everything before step 0 is masked padding.
@@ -80,6 +81,8 @@ def _windows(xs, targets, mask, lengths, resets, k1, k2):
 
     valid = windows(mask)
     scored = valid & (jnp.arange(k2) >= k2 - k1).reshape((1, k2) + (1,) * len(batch))
+    if teaching is not None:
+        scored = scored & windows(teaching)
     return windows(xs), windows(targets), valid, scored, windows(resets)
 
 
@@ -116,6 +119,7 @@ def truncated_gradient(
     lengths: Optional[jax.Array] = None,
     resets: Optional[jax.Array] = None,
     reset_carry: Any = None,
+    teaching: Optional[jax.Array] = None,
 ) -> tuple[jax.Array, Any]:
     """The TBPTT(k1, k2) gradient of the mean per-step loss, all windows at the same params.
 
@@ -129,12 +133,15 @@ def truncated_gradient(
       mask, lengths: valid steps (at most one), as in ``unroll``.
       resets, reset_carry: sequence starts inside the stream and the carry they restart from
         (default zeros), as in ``unroll``.
+      teaching: booleans ``(*batch, T)``, the steps whose loss counts (e.g. only the last step
+        for a many-to-one task; see ``teaching_mask``); default every valid step. Unlike
+        ``mask``, steps outside it still update the carry.
 
     Returns:
       ``(mean loss, gradient)``.
     """
     k1, k2 = _check_truncation(k1, k2)
-    windows = _windows(xs, targets, mask, lengths, resets, k1, k2)
+    windows = _windows(xs, targets, mask, lengths, resets, k1, k2, teaching)
     reset_carry = _reset_carry(reset_carry, carry)
     grad_fn = jax.value_and_grad(
         lambda p, s, w: _window_loss(model_step, step_loss, k1, p, s, reset_carry, w), has_aux=True
@@ -192,11 +199,9 @@ def make_tbptt_train_step(
         def update(acc, window):
             state, start, _ = acc
             (loss, (_, next_start, final)), grads = grad_fn(state.params, start, window)
-            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-            params = optax.apply_updates(state.params, updates)
             key, _ = jax.random.split(state.key)
-            new_state = TrainState(params, opt_state, state.step + 1, key)
-            return (new_state, next_start, final), {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+            new_state, metrics = apply_gradients(optimizer, state, loss, grads, key)
+            return (new_state, next_start, final), metrics
 
         (state, _, final), metrics = jax.lax.scan(update, (state, carry, carry), windows)
         return state, jax.lax.stop_gradient(final), metrics

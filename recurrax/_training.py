@@ -84,12 +84,23 @@ def make_train_step(
     def train_step(state: TrainState, batch: Any) -> tuple[TrainState, dict]:
         key, step_key = jax.random.split(state.key)
         loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, step_key)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-        return TrainState(params, opt_state, state.step + 1, key), metrics
+        return apply_gradients(optimizer, state, loss, grads, key)
 
     return jax.jit(train_step) if jit else train_step
+
+
+def apply_gradients(
+    optimizer: optax.GradientTransformation, state: TrainState, loss: jax.Array, grads: Any, key: jax.Array
+) -> tuple[TrainState, dict]:
+    """One optimiser update from given gradients (any estimator: autodiff, truncated, hand-derived).
+
+    Returns the next state (step + 1, PRNG ``key``) and the metrics ``loss`` and ``grad_norm``
+    (the global norm before clipping).
+    """
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+    return TrainState(params, opt_state, state.step + 1, key), metrics
 
 
 def _evaluate(eval_fn: Callable[[Any], dict], params: Any) -> dict:

@@ -94,3 +94,20 @@ def test_cli_writes_results_json(tmp_path):
     saved = json.loads((out_dir / "results.json").read_text())
     assert saved["config"]["steps"] == 3
     assert len(saved["results"]["history"]) >= 2
+
+
+def test_truncated_vs_full_quick_separates_short_and_full(tmp_path):
+    from experiments import truncated_vs_full
+
+    results = truncated_vs_full.run(truncated_vs_full.QUICK, tmp_path)
+    rows = results["settings"]
+    assert list(rows) == ["k2=1", "k2=4", "full"]  # L/4, L and full BPTT for L = 4
+    # k2 = 1 cannot reach the flagged step 4 steps back; full BPTT learns it.
+    assert rows["full"]["final_accuracy"][0] > 0.7
+    assert rows["k2=1"]["final_accuracy"][0] < 0.45
+    assert rows["full"]["cosine_at_init"]["all"] == pytest.approx(1.0, abs=1e-6)
+    assert rows["k2=1"]["cosine_at_init"]["lstm"] < rows["k2=4"]["cosine_at_init"]["lstm"] < 1.0
+    # Truncation bounds the stored activations: memory grows with k2.
+    memory = [rows[name]["temp_memory_bytes"] for name in ("k2=1", "k2=4", "full")]
+    assert memory == sorted(memory) and memory[0] < memory[-1]
+    assert (tmp_path / "truncated_vs_full.png").stat().st_size > 10_000

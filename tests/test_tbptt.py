@@ -40,13 +40,15 @@ def _data(key, batch=2):
     return xs, targets
 
 
-def _reference_truncated(params, carry, xs, targets, lengths, k1, k2, resets=None):
+def _reference_truncated(params, carry, xs, targets, lengths, k1, k2, resets=None, teaching=None):
     """Python loop: for each update, forward (no gradient) to the window start, then the window.
 
-    A reset before a valid step restarts that sequence from the zero carry."""
+    A reset before a valid step restarts that sequence from the zero carry; only valid steps
+    where ``teaching`` holds are scored."""
     valid = np.arange(T) < np.asarray(lengths)[:, None]
     resets = np.zeros_like(valid) if resets is None else np.asarray(resets)
-    total = valid.sum()
+    scored = valid if teaching is None else valid & np.asarray(teaching)
+    total = scored.sum()
 
     def run(params, carry, start, stop):
         ys = []
@@ -68,7 +70,7 @@ def _reference_truncated(params, carry, xs, targets, lengths, k1, k2, resets=Non
 
         def window_sum(p):
             _, ys = run(p, start_carry, start, end)
-            losses = [step_loss(y, targets[:, t]) * valid[:, t] for t, y in zip(range(start, end), ys)]
+            losses = [step_loss(y, targets[:, t]) * scored[:, t] for t, y in zip(range(start, end), ys)]
             return sum(l.sum() for t, l in zip(range(start, end), losses) if t >= scored_from)
 
         value, grads = jax.value_and_grad(window_sum)(params)
@@ -77,9 +79,10 @@ def _reference_truncated(params, carry, xs, targets, lengths, k1, k2, resets=Non
     return loss_sum / total, jax.tree.map(lambda g: g / total, grad_sum)
 
 
-@pytest.mark.parametrize("with_resets", [False, True], ids=["stream", "resets"])
+@pytest.mark.parametrize("with_resets, with_teaching", [(False, False), (True, False), (True, True)],
+                         ids=["stream", "resets", "resets-teaching"])
 @pytest.mark.parametrize("k1, k2", [(4, 4), (3, 5), (5, 8), (1, 3), (12, 12)])
-def test_truncated_gradient_equals_python_loop(k1, k2, with_resets):
+def test_truncated_gradient_equals_python_loop(k1, k2, with_resets, with_teaching):
     params = _model(jax.random.key(0))
     xs, targets = _data(jax.random.key(1))
     lengths = jnp.array([12, 7])
@@ -87,10 +90,13 @@ def test_truncated_gradient_equals_python_loop(k1, k2, with_resets):
     resets = np.zeros((2, T), bool)
     if with_resets:
         resets[0, [4, 6]] = resets[1, [2, 9]] = True
+    # Teaching: only every third step is scored (all still update the carry).
+    teaching = (np.arange(T) % 3 == 2)[None].repeat(2, 0) if with_teaching else None
     carry = jax.tree.map(lambda c: c + 0.5, recurrax.lstm.initial_carry(params["cell"], (2,)))
-    loss, grads = recurrax.truncated_gradient(model_step, step_loss, params, carry, xs, targets, k1=k1,
-                                              k2=k2, lengths=lengths, resets=jnp.asarray(resets))
-    ref_loss, ref_grads = _reference_truncated(params, carry, xs, targets, lengths, k1, k2, resets)
+    loss, grads = recurrax.truncated_gradient(
+        model_step, step_loss, params, carry, xs, targets, k1=k1, k2=k2, lengths=lengths,
+        resets=jnp.asarray(resets), teaching=None if teaching is None else jnp.asarray(teaching))
+    ref_loss, ref_grads = _reference_truncated(params, carry, xs, targets, lengths, k1, k2, resets, teaching)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
     chex.assert_trees_all_close(grads, ref_grads, atol=1e-6, rtol=1e-4)
 

@@ -1,0 +1,31 @@
+"""Measurements shared by the experiments: the compiled memory of a function."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+
+
+def compiled_temp_bytes(fn: Callable, *args) -> int:
+    """Bytes of temporary buffers XLA allocates for one call of ``jax.jit(fn)(*args)``.
+
+    For a gradient this is dominated by the residuals the forward pass keeps for the backward
+    pass (the activations BPTT stores), so it is how memory-bounded BPTT is compared. Read
+    from the compiled executable's ``memory_analysis()``: no run, no allocator noise.
+    """
+    analysis = jax.jit(fn).lower(*args).compile().memory_analysis()
+    if analysis is None:
+        raise RuntimeError(f"This backend ({jax.default_backend()}) reports no compiled memory analysis.")
+    return int(analysis.temp_size_in_bytes)
+
+
+def saved_residual_bytes(fn: Callable, *args) -> int:
+    """Bytes of the arrays ``jax.vjp(fn, *args)`` keeps for the backward pass.
+
+    These are jax's saved residuals (what ``jax.ad_checkpoint.print_saved_residuals`` lists),
+    read as the leaves of the pullback closure, with the inputs themselves counted when the
+    backward pass needs them (e.g. ``xs`` for the input-weight gradient).
+    """
+    _, pullback = jax.vjp(fn, *args)
+    return int(sum(leaf.nbytes for leaf in jax.tree.leaves(pullback)))
