@@ -1,6 +1,6 @@
 """Truncated vs full BPTT on recall-at-lag-L: k2 < L cannot learn the dependency, k2 >= L can.
 
-Task (``recurrax.truncation.recall_task``): every step shows a random symbol of ``vocab_size``,
+Task (``recurrax.tasks.recall_task``): every step shows a random symbol of ``vocab_size``,
 step T − L is flagged, and the last step must name the flagged symbol (chance: 1 / vocab_size).
 Model: LSTM (``hidden_size``) + dense readout, zero initial state, ``clip_by_global_norm`` +
 Adam. Each setting trains the same initial parameters on the same batches with the TBPTT
@@ -25,7 +25,7 @@ import optax
 
 import recurrax
 from experiments._measure import compiled_temp_bytes
-from recurrax import truncation
+from recurrax import tasks, truncation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +81,7 @@ def _name(k2) -> str:
 
 def _cosines(config: Config, params, k2s) -> dict:
     """Cosine of each truncated gradient with the full one at initialisation (seed 0's params)."""
-    task = truncation.recall_task(jax.random.key(12345), config.eval_size, lag=config.lag, length=config.length,
+    task = tasks.recall_task(jax.random.key(12345), config.eval_size, lag=config.lag, length=config.length,
                                   vocab_size=config.vocab_size)
     carry = _initial_carry(params, (config.eval_size,))
     step_loss = optax.softmax_cross_entropy_with_integer_labels
@@ -94,7 +94,7 @@ def _cosines(config: Config, params, k2s) -> dict:
 
 
 def _memory(config: Config, params, k2) -> int:
-    task = truncation.recall_task(jax.random.key(0), config.batch_size, lag=config.lag, length=config.length,
+    task = tasks.recall_task(jax.random.key(0), config.batch_size, lag=config.lag, length=config.length,
                                   vocab_size=config.vocab_size)
     carry = _initial_carry(params, (config.batch_size,))
     gradient = truncation.bptt_gradient(_model_step, optax.softmax_cross_entropy_with_integer_labels, k2)
@@ -150,11 +150,11 @@ def _table(results: dict) -> str:
 def run(config: Config, out_dir: pathlib.Path) -> dict:
     k2s = _settings(config)
     optimizer = recurrax.default_optimizer(config.learning_rate, config.clip_norm)
-    eval_task = truncation.recall_task(jax.random.key(10**6), config.eval_size, lag=config.lag,
+    eval_task = tasks.recall_task(jax.random.key(10**6), config.eval_size, lag=config.lag,
                                        length=config.length, vocab_size=config.vocab_size)
 
     def make_batch(key):
-        return truncation.recall_task(key, config.batch_size, lag=config.lag, length=config.length,
+        return tasks.recall_task(key, config.batch_size, lag=config.lag, length=config.length,
                                       vocab_size=config.vocab_size)
 
     cosines = _cosines(config, _init(config, config.seeds[0]), k2s)

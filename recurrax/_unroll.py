@@ -106,7 +106,9 @@ def unroll(
         ``time_major``) marking steps that start a new sequence: the carry entering such a step
         is replaced by ``reset_carry`` (so no state, and no gradient, crosses the boundary).
         Several sequences can be packed into one row, or a stream continued across calls.
-        A reset only acts at a valid step (a masked step keeps the carry as it was).
+        A reset only acts at a valid step (a masked step keeps the carry as it was). Resets are
+        in scan order: with ``reverse=True`` they mark each sequence's last step, where the
+        backward scan enters it.
       reset_carry: the carry to restart from (leaves broadcast to the carry's shapes); default
         the initial ``carry``.
       return_carries: also return the carry after every step, stacked along time.

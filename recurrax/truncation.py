@@ -2,10 +2,11 @@
 
 Williams & Peng (1990) truncate backpropagation to the last ``k2`` steps; Tallec & Ollivier
 (2017) point out that the truncated gradient is biased: a dependency longer than ``k2`` gets no
-gradient at all, however long training runs. This module measures that on a task whose answer
+gradient at all, however long training runs (the model can only exploit whatever trace of the
+input its untrained path happens to keep). This module measures that on a task whose answer
 depends on an input exactly ``L`` steps back:
 
-- ``recall_task``: the recall-at-lag-L task (many-to-one);
+- ``recurrax.tasks.recall_task``: the recall-at-lag-L task (many-to-one);
 - ``bptt_gradient``: the TBPTT gradient with truncation ``k2`` (``None``: full BPTT), through
   the library's ``truncated_gradient``;
 - ``gradient_cosine``: how close a truncated gradient is to the full one;
@@ -28,39 +29,9 @@ import optax
 from recurrax._checks import check_positive_int
 from recurrax._tbptt import ModelStep, StepLoss, truncated_gradient
 from recurrax._training import apply_gradients, init_train_state
+from recurrax.tasks import Task
 
 InitialCarry = Callable[[Any, tuple[int, ...]], Any]
-
-
-class RecallTask(NamedTuple):
-    """A batch of the recall-at-lag-L task."""
-
-    xs: jax.Array  # (B, T, V + 1) float32: one-hot symbol, then the "remember this" flag
-    targets: jax.Array  # (B, T) int32: the flagged symbol, at every step
-    teaching: jax.Array  # (B, T) bool: only the last step is scored
-
-
-def recall_task(key: jax.Array, batch_size: int, *, lag: int, length: int, vocab_size: int = 8) -> RecallTask:
-    """Recall at lag L: name, at the last step, the symbol shown at the flagged step T − L.
-
-    Every step shows a uniformly random symbol of ``vocab_size`` (one-hot); step ``T − L`` also
-    sets a flag channel. The answer is read at step ``T − 1``, so the dependency spans ``L``
-    steps counting both ends: a TBPTT window of the last ``k2`` steps contains the flagged step
-    iff ``k2 >= L``. Chance accuracy is ``1 / vocab_size``.
-    """
-    batch_size = check_positive_int(batch_size, "batch_size")
-    length = check_positive_int(length, "length")
-    vocab_size = check_positive_int(vocab_size, "vocab_size")
-    lag = check_positive_int(lag, "lag")
-    if lag > length:
-        raise ValueError(f"Expected lag <= length (the flagged step must be in the sequence), got {lag} > {length}.")
-    symbols = jax.random.randint(key, (batch_size, length), 0, vocab_size)
-    flag = jnp.zeros((batch_size, length, 1), jnp.float32).at[:, length - lag].set(1.0)
-    xs = jnp.concatenate([jax.nn.one_hot(symbols, vocab_size, dtype=jnp.float32), flag], axis=-1)
-    answer = symbols[:, length - lag]
-    targets = jnp.broadcast_to(answer[:, None], (batch_size, length)).astype(jnp.int32)
-    teaching = jnp.zeros((batch_size, length), bool).at[:, -1].set(True)
-    return RecallTask(xs, targets, teaching)
 
 
 def bptt_gradient(model_step: ModelStep, step_loss: StepLoss, k2: Optional[int] = None):
@@ -73,7 +44,7 @@ def bptt_gradient(model_step: ModelStep, step_loss: StepLoss, k2: Optional[int] 
     if k2 is not None:
         k2 = check_positive_int(k2, "k2")
 
-    def gradient(params, carry, task: RecallTask):
+    def gradient(params, carry, task: Task):
         k = task.xs.shape[-2] if k2 is None else k2
         return truncated_gradient(
             model_step, step_loss, params, carry, task.xs, task.targets, k1=k, k2=k, teaching=task.teaching
@@ -94,7 +65,7 @@ def gradient_cosine(a: Any, b: Any) -> float:
     return float(flat_a @ flat_b / norm)
 
 
-def accuracy(model_step: ModelStep, params: Any, carry: Any, task: RecallTask) -> jax.Array:
+def accuracy(model_step: ModelStep, params: Any, carry: Any, task: Task) -> jax.Array:
     """Fraction of scored steps (``task.teaching``) where the argmax output is the target."""
     from recurrax._unroll import unroll
 
@@ -118,8 +89,8 @@ def train(
     params: Any,
     initial_carry: InitialCarry,
     optimizer: optax.GradientTransformation,
-    make_batch: Callable[[jax.Array], RecallTask],
-    eval_task: RecallTask,
+    make_batch: Callable[[jax.Array], Task],
+    eval_task: Task,
     *,
     k2: Optional[int],
     num_steps: int,
@@ -129,7 +100,7 @@ def train(
 ) -> TrainResult:
     """Train with ``bptt_gradient(k2)`` for ``num_steps`` updates, evaluating every ``eval_every``.
 
-    ``make_batch(key) -> RecallTask`` draws a fresh training batch per step; ``initial_carry
+    ``make_batch(key) -> Task`` draws a fresh training batch per step; ``initial_carry
     (params, batch_shape)`` gives the zero state. Every setting sees the same batches for the
     same ``key``.
     """

@@ -8,7 +8,7 @@ import optax
 import pytest
 
 import recurrax
-from recurrax import truncation
+from recurrax import tasks, truncation
 
 L, T, V, H, B = 3, 8, 4, 6, 5
 
@@ -27,7 +27,7 @@ def model_step(params, carry, x):
 def _setup():
     k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
     params = {"cell": recurrax.gru.init(k1, V + 1, H), "head": recurrax.init_dense(k2, H, V)}
-    task = truncation.recall_task(k3, B, lag=L, length=T, vocab_size=V)
+    task = tasks.recall_task(k3, B, lag=L, length=T, vocab_size=V)
     return params, recurrax.gru.initial_carry(params["cell"], (B,)), task
 
 
@@ -40,9 +40,9 @@ def test_recall_task_answer_is_the_flagged_symbol():
     np.testing.assert_array_equal(targets[:, -1], xs[:, T - L, :V].argmax(-1))
     np.testing.assert_array_equal(np.asarray(task.teaching), np.arange(T)[None].repeat(B, 0) == T - 1)
     with pytest.raises(ValueError, match="Expected lag <= length .* got 9 > 8"):
-        truncation.recall_task(jax.random.key(0), B, lag=9, length=T)
+        tasks.recall_task(jax.random.key(0), B, lag=9, length=T)
     with pytest.raises(ValueError, match="lag .* positive integer"):
-        truncation.recall_task(jax.random.key(0), B, lag=0, length=T)
+        tasks.recall_task(jax.random.key(0), B, lag=0, length=T)
 
 
 def _loop_gradient(params, carry, task, k2):
