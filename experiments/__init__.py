@@ -10,4 +10,7 @@ EXPERIMENTS = {
     "demo": "experiments.demo",
     "bench": "experiments.bench",
     "truncated_vs_full": "experiments.truncated_vs_full",
+    "vanishing": "experiments.vanishing",
+    "clipping": "experiments.clipping",
+    "long_range": "experiments.long_range",
 }

@@ -29,8 +29,8 @@ def _parse_value(text: str, default: Any, name: str) -> Any:
         items = [item for item in text.split(",") if item]
         if default and isinstance(default[0], tuple):
             return tuple(tuple(int(v) for v in item.split("x")) for item in items)
-        if default and isinstance(default[0], int):
-            return tuple(int(v) for v in items)
+        if default and isinstance(default[0], (int, float)):
+            return tuple(type(default[0])(v) for v in items)
         return tuple(items)
     return text
 

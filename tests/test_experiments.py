@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import numpy as np
 import pytest
 
 from experiments import EXPERIMENTS, _cli, bench, demo
@@ -111,3 +112,38 @@ def test_truncated_vs_full_quick_separates_short_and_full(tmp_path):
     memory = [rows[name]["temp_memory_bytes"] for name in ("k2=1", "k2=4", "full")]
     assert memory == sorted(memory) and memory[0] < memory[-1]
     assert (tmp_path / "truncated_vs_full.png").stat().st_size > 10_000
+
+
+def test_vanishing_quick_checks_the_bound(tmp_path):
+    from experiments import vanishing
+
+    results = vanishing.run(vanishing.QUICK, tmp_path)
+    for entry in results["elman"].values():
+        assert entry["bound_respected"] and entry["decays_below_one"]
+    tanh = results["elman"]["tanh"]["rows"]
+    assert tanh[0]["fitted_rate"] < 0 < tanh[-1]["fitted_rate"]  # λ₁γ = 0.5 vanishes, 2 explodes
+    assert tanh[0]["fitted_rate"] == pytest.approx(np.log(0.5), abs=0.05)  # small inputs: f' ≈ 1
+    assert set(results["gated"]) == {"lstm init", "lstm trained", "gru init", "gru trained"}
+    assert (tmp_path / "vanishing.png").stat().st_size > 10_000
+
+
+def test_clipping_quick_no_clip_diverges_clip_stays_finite(tmp_path):
+    from experiments import clipping
+
+    runs = clipping.run(clipping.QUICK, tmp_path)["runs"]
+    unclipped, clipped = runs["no clipping"], runs["clip 1"]
+    assert "became" in unclipped["stopped"] and unclipped["steps_done"] < clipping.QUICK.steps
+    assert unclipped["max_grad_norm"] > 1e6 * unclipped["grad_norm"][0]
+    assert clipped["stopped"] is None and clipped["final_test_mse"] < 1 / 6
+    assert (tmp_path / "clipping.png").stat().st_size > 10_000
+
+
+def test_long_range_quick_runs_every_task_and_cell(tmp_path):
+    from experiments import long_range
+
+    rows = long_range.run(long_range.QUICK, tmp_path)["rows"]
+    assert {(r["task"], r["cell"]) for r in rows} == {
+        (t, c) for t in ("adding", "copy", "temporal_order") for c in ("tanh RNN", "IRNN", "LSTM", "GRU")}
+    copy_row = next(r for r in rows if r["task"] == "copy")
+    assert copy_row["baseline"] == pytest.approx(10 * np.log(8) / (long_range.QUICK.copy_delay + 20))
+    assert all(np.isfinite(r["metric"]) and r["stopped"] is None for r in rows)

@@ -1,0 +1,176 @@
+"""Long-range tasks: tanh RNN, IRNN, LSTM and GRU with the same budget on three problems.
+
+Tasks (``recurrax.tasks``, fresh batches from a seed each step, a fixed held-out batch):
+
+- adding problem at T = ``adding_length``: MSE at the last step; predicting the mean scores 0.167;
+- copy memory with ``copy_delay`` blank steps (Arjovsky et al. 2016): cross-entropy over all
+  steps and exact recall of the 10 symbols; the memoryless baseline is 10·log 8 / T;
+- temporal order at T = ``order_length``: accuracy at the last step; chance 0.25.
+
+Cells (``hidden_size`` units, one layer, dense readout): tanh RNN (orthogonal ``W_h``), IRNN
+(ReLU, identity ``W_h``, Le et al. 2015), LSTM (forget bias 1) and GRU. Every cell gets the
+same optimiser (``clip_by_global_norm(clip_norm)`` + Adam, learning rate ``learning_rate``,
+except the IRNN's ``irnn_learning_rate``: Le et al. train it with a smaller one), ``steps``
+updates of ``batch_size`` sequences, and the same batches. Reported per task and cell: the
+held-out metric, the baseline, and wall time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import recurrax
+from recurrax import tasks
+
+CELLS = {
+    "tanh RNN": ("elman", {"activation": "tanh"}),
+    "IRNN": ("elman", {"activation": "relu", "recurrent_init": "identity"}),
+    "LSTM": ("lstm", {}),
+    "GRU": ("gru", {}),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    hidden_size: int = 64
+    batch_size: int = 64
+    steps: int = 2000
+    learning_rate: float = 3e-3
+    irnn_learning_rate: float = 1e-3
+    clip_norm: float = 1.0
+    adding_length: int = 100
+    copy_delay: int = 50
+    order_length: int = 100
+    eval_size: int = 1024
+    cells: tuple = tuple(CELLS)
+    tasks: tuple = ("adding", "copy", "temporal_order")
+    seed: int = 0
+
+
+QUICK = Config(hidden_size=8, batch_size=16, steps=20, adding_length=10, copy_delay=5, order_length=20, eval_size=64)
+
+
+def _task(config: Config, name: str):
+    """``(make(key, batch) -> Task, output size, metric name, baseline)``."""
+    if name == "adding":
+        return (lambda key, b: tasks.adding_problem(key, b, config.adding_length)), 1, "test MSE", 1 / 6
+    if name == "copy":
+        length = config.copy_delay + 20
+        baseline = 10 * math.log(8) / length
+        return (lambda key, b: tasks.copy_memory(key, b, config.copy_delay)), 10, "test cross-entropy", baseline
+    if name == "temporal_order":
+        return (lambda key, b: tasks.temporal_order(key, b, config.order_length)), 4, "test accuracy", 0.25
+    raise ValueError(f"Expected tasks among ('adding', 'copy', 'temporal_order'), got {name!r}.")
+
+
+def _predict(params, xs):
+    _, hs = recurrax.rnn(params["rnn"], xs)
+    return recurrax.dense(params["head"], hs)
+
+
+def _losses(task_name: str):
+    """``loss(params, task) -> scalar`` and ``metrics(params, task) -> dict`` on scored steps."""
+    def loss(params, task):
+        outputs = _predict(params, task.xs)
+        if task_name == "adding":
+            return jnp.mean((outputs[:, -1] - task.targets[:, -1]) ** 2)
+        return recurrax.sequence_cross_entropy(outputs, task.targets, mask=task.teaching)
+
+    def metrics(params, task):
+        outputs = _predict(params, task.xs)
+        value = loss(params, task)
+        if task_name == "adding":
+            return {"metric": value}
+        hits = jnp.argmax(outputs, -1) == task.targets
+        if task_name == "copy":  # all 10 recalled symbols right
+            return {"metric": value, "exact_recall": jnp.mean(jnp.all(hits[:, -10:], axis=1))}
+        return {"metric": jnp.mean(hits[:, -1])}
+
+    return loss, metrics
+
+
+def train_one(config: Config, task_name: str, cell_name: str) -> dict:
+    make, out_size, metric_name, baseline = _task(config, task_name)
+    family, cell_kwargs = CELLS[cell_name]
+    example = make(jax.random.key(0), 1)
+    k_rnn, k_head = jax.random.split(jax.random.key(config.seed))
+    params = {"rnn": recurrax.init_rnn(k_rnn, family, example.xs.shape[-1], config.hidden_size, **cell_kwargs),
+              "head": recurrax.init_dense(k_head, config.hidden_size, out_size)}
+    lr = config.irnn_learning_rate if cell_name == "IRNN" else config.learning_rate
+    optimizer = recurrax.default_optimizer(lr, config.clip_norm)
+    loss, metrics = _losses(task_name)
+    eval_task = make(jax.random.key(config.seed + 10**6), config.eval_size)
+    evaluate = jax.jit(lambda p: metrics(p, eval_task))
+    state = recurrax.init_train_state(params, optimizer, jax.random.key(config.seed + 1))
+    train_step = recurrax.make_train_step(lambda p, batch, key: loss(p, batch), optimizer)
+
+    def batches(step):
+        return make(jax.random.fold_in(jax.random.key(config.seed + 2), step), config.batch_size)
+
+    start = time.perf_counter()
+    result = recurrax.fit(state, train_step, batches, num_steps=config.steps, progress=False,
+                          log_every=max(config.steps // 20, 1))
+    seconds = time.perf_counter() - start
+    final = {k: float(v) for k, v in evaluate(result.state.params).items()}
+    return {
+        "task": task_name, "cell": cell_name, "metric_name": metric_name, "baseline": baseline,
+        "seconds": seconds, "stopped": result.stopped, **final,
+        "train_loss_curve": [(r["step"], r["loss"]) for r in result.history if "loss" in r],
+    }
+
+
+def _table(rows: list) -> str:
+    lines = ["| task | cell | metric | value | baseline | exact recall | wall s |", "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        recall = f"{row['exact_recall']:.3f}" if "exact_recall" in row else ""
+        lines.append(f"| {row['task']} | {row['cell']} | {row['metric_name']} | {row['metric']:.4f} "
+                     f"| {row['baseline']:.4f} | {recall} | {row['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def _figure(rows: list, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(row["task"] for row in rows))
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
+    for ax, task_name in zip(axes[0], names):
+        for row in (r for r in rows if r["task"] == task_name):
+            steps, losses = np.array(row["train_loss_curve"]).T
+            ax.semilogy(steps, losses, label=row["cell"])
+        baseline = next(r["baseline"] for r in rows if r["task"] == task_name)
+        if task_name != "temporal_order":
+            ax.axhline(baseline, color="gray", linestyle=":", label="baseline")
+        ax.set(xlabel="step", ylabel="training loss", title=task_name)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(config: Config, out_dir: pathlib.Path) -> dict:
+    rows = []
+    for task_name in config.tasks:
+        for cell_name in config.cells:
+            if cell_name not in CELLS:
+                raise ValueError(f"Expected cells among {tuple(CELLS)}, got {cell_name!r}.")
+            with jax.numpy_dtype_promotion("standard"):
+                row = train_one(config, task_name, cell_name)
+            rows.append(row)
+            print(f"{task_name} / {cell_name}: {row['metric_name']} {row['metric']:.4f} "
+                  f"(baseline {row['baseline']:.4f}), {row['seconds']:.0f} s", flush=True)
+    table = _table(rows)
+    print("\n" + table)
+    (out_dir / "results.md").write_text(table + "\n")
+    _figure(rows, out_dir / "long_range.png")
+    return {"rows": rows}

@@ -1,0 +1,221 @@
+"""Vanishing and exploding gradients against the λ₁γ theory: Elman sweeps, then LSTM and GRU.
+
+Elman RNNs with ``W_h = scale × orthogonal`` (so λ₁ = σ₁ = scale: the eigenvalue and the norm
+bounds coincide) for tanh, sigmoid and relu, with the scale set so that λ₁γ runs over
+``rates`` (γ = 1, 1/4, 1). For each setting, along ``num_sequences`` random input sequences of
+``length`` steps (inputs scaled by ``input_scale``, zero bias, zero initial state):
+
+- ``‖∂h_T/∂h_{T-lag}‖₂`` for every lag (``gradient_flow.lag_norms``), their geometric mean
+  over sequences, and the bound ``(σ₁γ)^lag`` (checked: never exceeded);
+- the fitted per-step rate of the lag curve and the top Lyapunov exponent (QR method);
+- the crossover: the λ₁γ where the fitted rate changes sign (interpolated in log λ₁γ).
+
+Then LSTM and GRU cells at initialisation and after ``train_steps`` of training on the adding
+problem: their lag curves over the whole carry, and for the LSTM the cell-state path alone
+(products of the ``c → c`` blocks, diag(f_t)).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import recurrax
+from recurrax import gradient_flow as gf
+from recurrax import tasks
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    hidden_size: int = 64
+    length: int = 64
+    num_sequences: int = 8
+    input_scale: float = 0.1
+    rates: tuple = (0.5, 0.59, 0.71, 0.84, 1.0, 1.19, 1.41, 1.68, 2.0)  # λ₁γ
+    activations: tuple = ("tanh", "sigmoid", "relu")
+    skip: int = 5  # lags left out of the rate fit (the transient)
+    train_steps: int = 300
+    train_length: int = 50
+    seed: int = 0
+
+
+QUICK = Config(hidden_size=8, length=16, num_sequences=2, rates=(0.5, 1.0, 2.0), skip=2, train_steps=5,
+               train_length=10)
+
+
+def _sequences(config: Config, input_size: int, key) -> jax.Array:
+    return config.input_scale * jax.random.normal(key, (config.num_sequences, config.length, input_size))
+
+
+def _lag_curves(step, carry, xs):
+    """Per-sequence lag norms ``(S, T)`` and top Lyapunov exponents ``(S,)``."""
+    def one(x):
+        jacobians = gf.carry_jacobians(step, carry, x)
+        return gf.lag_norms(jacobians), gf.lyapunov_exponents(jacobians, num=1)[0]
+
+    return jax.jit(jax.vmap(one))(xs)
+
+
+def _geometric_mean(norms) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.exp(np.mean(np.log(np.asarray(norms, np.float64)), axis=0))
+
+
+def _crossover(rates, fitted) -> float | None:
+    """λ₁γ where the fitted rate crosses 0, interpolated linearly in log λ₁γ (None if it does not)."""
+    logs = np.log(rates)
+    for a, b, ra, rb in zip(logs[:-1], logs[1:], fitted[:-1], fitted[1:]):
+        if ra < 0 <= rb:
+            return float(np.exp(a + (b - a) * (-ra) / (rb - ra)))
+    return None
+
+
+def elman_sweep(config: Config) -> dict:
+    results = {}
+    key = jax.random.key(config.seed)
+    xs = _sequences(config, config.hidden_size, jax.random.fold_in(key, 1))
+    for activation in config.activations:
+        rows = []
+        for rate in config.rates:
+            params = recurrax.elman.init(key, config.hidden_size, config.hidden_size, activation=activation)
+            gamma = gf.activation_gamma(params)
+            scale = rate / gamma
+            params = params._replace(w_h=scale * params.w_h)  # orthogonal × scale: λ₁ = σ₁ = scale
+            spectrum = gf.spectrum(params.w_h)
+            norms, lyapunov = _lag_curves(functools.partial(recurrax.elman.step, params),
+                                          recurrax.elman.initial_carry(params), xs)
+            curve = _geometric_mean(norms)
+            bound = gf.bound(np.arange(1, config.length + 1), spectrum.sigma1 * gamma)
+            rows.append({
+                "lambda1_gamma": spectrum.spectral_radius * gamma, "sigma1_gamma": spectrum.sigma1 * gamma,
+                "fitted_rate": gf.decay_rate(curve, skip=config.skip),
+                "lyapunov": float(np.mean(lyapunov)),
+                "max_norm_over_bound": float(np.max(np.asarray(norms, np.float64) / bound)),
+                "curve": curve.tolist(), "bound": bound.tolist(),
+            })
+        fitted = np.array([r["fitted_rate"] for r in rows])
+        results[activation] = {
+            "rows": rows,
+            "crossover_lambda1_gamma": _crossover(np.array([r["lambda1_gamma"] for r in rows]), fitted),
+            "bound_respected": all(r["max_norm_over_bound"] <= 1 + 1e-5 for r in rows),
+            "decays_below_one": all(r["fitted_rate"] < 0 for r in rows if r["lambda1_gamma"] < 1 - 1e-6),
+        }
+    return results
+
+
+def _train_on_adding(family: str, params: dict, config: Config) -> dict:
+    module = getattr(recurrax, family)
+
+    def loss(params, batch, key):
+        _, hs = recurrax.unroll(functools.partial(module.step, params["cell"]),
+                                module.initial_carry(params["cell"], batch.xs.shape[:1]), batch.xs)
+        prediction = recurrax.dense(params["head"], hs[:, -1])
+        return jnp.mean((prediction - batch.targets[:, -1]) ** 2)
+
+    optimizer = recurrax.default_optimizer(1e-2)
+    state = recurrax.init_train_state(params, optimizer, jax.random.key(config.seed))
+    batches = lambda step: tasks.adding_problem(jax.random.fold_in(jax.random.key(config.seed + 7), step), 64,
+                                                config.train_length)
+    result = recurrax.fit(state, recurrax.make_train_step(loss, optimizer), batches, num_steps=config.train_steps,
+                          progress=False)
+    return result.state.params, result.history[-1]["loss"]
+
+
+def gated_cells(config: Config) -> dict:
+    """Lag curves of LSTM and GRU cells at initialisation and after training on the adding problem."""
+    results = {}
+    xs = jax.random.uniform(jax.random.key(config.seed + 3), (config.num_sequences, config.length, 2))
+    for family in ("lstm", "gru"):
+        module = getattr(recurrax, family)
+        k_cell, k_head = jax.random.split(jax.random.key(config.seed))
+        params = {"cell": module.init(k_cell, 2, config.hidden_size), "head": recurrax.init_dense(k_head, config.hidden_size, 1)}
+        with jax.numpy_dtype_promotion("standard"):
+            trained, final_loss = _train_on_adding(family, params, config)
+        for when, p in (("init", params), ("trained", trained)):
+            step = functools.partial(module.step, p["cell"])
+            carry = module.initial_carry(p["cell"])
+            jacobians = jax.vmap(lambda x: gf.carry_jacobians(step, carry, x))(xs)
+            entry = {"curve": _geometric_mean(jax.vmap(gf.lag_norms)(jacobians)).tolist()}
+            if family == "lstm":
+                cell_path = jax.vmap(lambda j: gf.lag_norms(gf.carry_block(j, carry, "c")))(jacobians)
+                entry["cell_state_path"] = _geometric_mean(cell_path).tolist()
+            entry["fitted_rate"] = gf.decay_rate(entry["curve"], skip=config.skip)
+            if when == "trained":
+                entry["train_loss"] = final_loss
+            results[f"{family} {when}"] = entry
+    return results
+
+
+def _figure(results: dict, config: Config, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweep = results["elman"]
+    columns = max(len(sweep), 2)
+    fig, grid = plt.subplots(2, columns, figsize=(5 * columns, 8), squeeze=False)
+    axes = list(grid[0][: len(sweep)]) + list(grid[1][:2])
+    for ax in list(grid[0][len(sweep):]) + list(grid[1][2:]):
+        ax.axis("off")
+    lags = np.arange(1, config.length + 1)
+    colors = plt.cm.viridis(np.linspace(0, 1, len(config.rates)))
+    for ax, (activation, entry) in zip(axes, sweep.items()):
+        for color, row in zip(colors, entry["rows"]):
+            ax.semilogy(lags, row["curve"], color=color, label=f"λ₁γ={row['lambda1_gamma']:.2f}")
+            ax.semilogy(lags, row["bound"], color=color, linestyle=":", linewidth=0.8)
+        ax.set(xlabel="lag t − k", ylabel="‖∂h_T/∂h_k‖₂ (dotted: (σ₁γ)^lag)", title=f"Elman {activation}")
+        ax.set_ylim(1e-30, 1e30)
+    axes[0].legend(fontsize=7)
+    rate_ax = axes[-2]
+    grid = np.log(np.array(config.rates))
+    rate_ax.plot(grid, grid, "k:", label="bound log(σ₁γ)")
+    for activation, entry in sweep.items():
+        rate_ax.plot([np.log(r["lambda1_gamma"]) for r in entry["rows"]], [r["fitted_rate"] for r in entry["rows"]],
+                     "o-", label=f"{activation} fitted")
+    rate_ax.axhline(0, color="gray", linewidth=0.5)
+    rate_ax.axvline(0, color="gray", linewidth=0.5)
+    rate_ax.set(xlabel="log(λ₁γ)", ylabel="fitted per-step log rate", title="decay rate vs log(λ₁γ)")
+    rate_ax.legend(fontsize=7)
+    gated_ax = axes[-1]
+    for name, entry in results["gated"].items():
+        gated_ax.semilogy(lags, entry["curve"], label=f"{name} (carry)")
+        if "cell_state_path" in entry:
+            gated_ax.semilogy(lags, entry["cell_state_path"], linestyle="--", label=f"{name} (c path)")
+    gated_ax.set(xlabel="lag t − k", ylabel="‖∂c_T/∂c_k‖₂", title="gated cells: init vs trained (adding)")
+    gated_ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _table(results: dict) -> str:
+    lines = ["| activation | λ₁γ | fitted rate / step | top Lyapunov | max ‖·‖/bound |", "|---|---|---|---|---|"]
+    for activation, entry in results["elman"].items():
+        for row in entry["rows"]:
+            lines.append(f"| {activation} | {row['lambda1_gamma']:.2f} | {row['fitted_rate']:+.3f} "
+                         f"| {row['lyapunov']:+.3f} | {row['max_norm_over_bound']:.3f} |")
+    lines += ["", "| activation | crossover λ₁γ | bound respected | decays for λ₁γ < 1 |", "|---|---|---|---|"]
+    for activation, entry in results["elman"].items():
+        crossover = entry["crossover_lambda1_gamma"]
+        lines.append(f"| {activation} | {'none' if crossover is None else f'{crossover:.2f}'} "
+                     f"| {entry['bound_respected']} | {entry['decays_below_one']} |")
+    lines += ["", "| gated cell | fitted rate / step (carry) | train loss |", "|---|---|---|"]
+    for name, entry in results["gated"].items():
+        lines.append(f"| {name} | {entry['fitted_rate']:+.3f} | {entry.get('train_loss', '')} |")
+    return "\n".join(lines)
+
+
+def run(config: Config, out_dir: pathlib.Path) -> dict:
+    results = {"elman": elman_sweep(config), "gated": gated_cells(config)}
+    table = _table(results)
+    print(table)
+    (out_dir / "results.md").write_text(table + "\n")
+    _figure(results, config, out_dir / "vanishing.png")
+    return results
