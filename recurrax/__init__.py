@@ -2,7 +2,9 @@
 
 Layers, bottom up: cell families (``elman``, ``lstm``, ``gru``: pure ``init`` /
 ``initial_carry`` / ``step`` over NamedTuples), ``unroll`` (the one ``lax.scan`` time loop),
-layers and topologies, and Flax NNX shells in ``recurrax.nnx``.
+layers and topologies, training (optax steps, ``fit``, checkpoints, truncated BPTT), and Flax
+NNX shells in ``recurrax.nnx``. Research modules: ``gradient_flow`` (vanishing and exploding
+gradients), ``truncation`` (truncated vs full BPTT) and ``tasks`` (synthetic long-range tasks).
 
 >>> import jax, jax.numpy as jnp
 >>> import recurrax
@@ -80,6 +82,11 @@ from recurrax.cells.lstm import LSTMParams as LSTMParams
 
 __version__ = "0.1.0"
 
+# The research modules, importable as attributes after ``import recurrax``.
+from recurrax import gradient_flow as gradient_flow  # noqa: E402
+from recurrax import tasks as tasks  # noqa: E402
+from recurrax import truncation as truncation  # noqa: E402
+
 __all__ = [
     "Activation", "BidirectionalParams", "DenseParams", "ElmanCarry", "ElmanParams",
     "EmbeddingParams", "Encoded", "GRUCarry", "GRUParams", "Generated", "LSTMCarry",
@@ -94,4 +101,5 @@ __all__ = [
     "make_tbptt_train_step", "truncated_gradient",
     "CheckpointError", "checkpoint_steps", "restore_checkpoint", "save_checkpoint",
     "elman_bptt", "elman_readout_bptt", "lstm_bptt",
+    "gradient_flow", "tasks", "truncation",
 ]
