@@ -3,8 +3,10 @@
 Layers, bottom up: cell families (``elman``, ``lstm``, ``gru``: pure ``init`` /
 ``initial_carry`` / ``step`` over NamedTuples), ``unroll`` (the one ``lax.scan`` time loop),
 layers and topologies, training (optax steps, ``fit``, checkpoints, truncated BPTT), and Flax
-NNX shells in ``recurrax.nnx``. Research modules: ``gradient_flow`` (vanishing and exploding
-gradients), ``truncation`` (truncated vs full BPTT) and ``tasks`` (synthetic long-range tasks).
+NNX shells in ``recurrax.nnx``. Sequence-to-sequence parts: ``vocab`` (tokens and padded
+batches), ``attention`` (Bahdanau and Luong), ``decoding`` (greedy, sampling, beam search).
+Research modules: ``gradient_flow`` (vanishing and exploding gradients), ``truncation``
+(truncated vs full BPTT) and ``tasks`` (synthetic long-range tasks).
 
 >>> import jax, jax.numpy as jnp
 >>> import recurrax
@@ -82,10 +84,13 @@ from recurrax.cells.lstm import LSTMParams as LSTMParams
 
 __version__ = "0.1.0"
 
-# The research modules, importable as attributes after ``import recurrax``.
+# Modules used by name (``recurrax.tasks.adding_problem``), importable as attributes.
+from recurrax import attention as attention  # noqa: E402
+from recurrax import decoding as decoding  # noqa: E402
 from recurrax import gradient_flow as gradient_flow  # noqa: E402
 from recurrax import tasks as tasks  # noqa: E402
 from recurrax import truncation as truncation  # noqa: E402
+from recurrax import vocab as vocab  # noqa: E402
 
 __all__ = [
     "Activation", "BidirectionalParams", "DenseParams", "ElmanCarry", "ElmanParams",
@@ -101,5 +106,5 @@ __all__ = [
     "make_tbptt_train_step", "truncated_gradient",
     "CheckpointError", "checkpoint_steps", "restore_checkpoint", "save_checkpoint",
     "elman_bptt", "elman_readout_bptt", "lstm_bptt",
-    "gradient_flow", "tasks", "truncation",
+    "attention", "decoding", "gradient_flow", "tasks", "truncation", "vocab",
 ]
