@@ -13,4 +13,5 @@ EXPERIMENTS = {
     "vanishing": "experiments.vanishing",
     "clipping": "experiments.clipping",
     "long_range": "experiments.long_range",
+    "hello": "experiments.hello",
 }

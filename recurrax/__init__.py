@@ -4,7 +4,8 @@ Layers, bottom up: cell families (``elman``, ``lstm``, ``gru``: pure ``init`` /
 ``initial_carry`` / ``step`` over NamedTuples), ``unroll`` (the one ``lax.scan`` time loop),
 layers and topologies, training (optax steps, ``fit``, checkpoints, truncated BPTT), and Flax
 NNX shells in ``recurrax.nnx``. Sequence-to-sequence parts: ``vocab`` (tokens and padded
-batches), ``attention`` (Bahdanau and Luong), ``decoding`` (greedy, sampling, beam search).
+batches), ``attention`` (Bahdanau and Luong), ``decoding`` (greedy, sampling, beam search),
+``seq2seq`` (encoder–decoder with attention) and ``char_lm`` (character language models).
 Research modules: ``gradient_flow`` (vanishing and exploding gradients), ``truncation``
 (truncated vs full BPTT) and ``tasks`` (synthetic long-range tasks).
 
@@ -86,8 +87,10 @@ __version__ = "0.1.0"
 
 # Modules used by name (``recurrax.tasks.adding_problem``), importable as attributes.
 from recurrax import attention as attention  # noqa: E402
+from recurrax import char_lm as char_lm  # noqa: E402
 from recurrax import decoding as decoding  # noqa: E402
 from recurrax import gradient_flow as gradient_flow  # noqa: E402
+from recurrax import seq2seq as seq2seq  # noqa: E402
 from recurrax import tasks as tasks  # noqa: E402
 from recurrax import truncation as truncation  # noqa: E402
 from recurrax import vocab as vocab  # noqa: E402
@@ -106,5 +109,5 @@ __all__ = [
     "make_tbptt_train_step", "truncated_gradient",
     "CheckpointError", "checkpoint_steps", "restore_checkpoint", "save_checkpoint",
     "elman_bptt", "elman_readout_bptt", "lstm_bptt",
-    "attention", "decoding", "gradient_flow", "tasks", "truncation", "vocab",
+    "attention", "char_lm", "decoding", "gradient_flow", "seq2seq", "tasks", "truncation", "vocab",
 ]

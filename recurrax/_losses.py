@@ -14,7 +14,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from recurrax._checks import check_array
+from recurrax._checks import check_array, check_int_range
 from recurrax._unroll import valid_steps
 
 
@@ -82,7 +82,14 @@ def sequence_nll(
                 f"Expected integer targets with shape {tuple(log_probs.shape[:-1])} (*batch, T), "
                 f"got shape {tuple(targets.shape)}."
             )
+        step_mask = _step_mask(targets.shape, mask, lengths, "log_probs")
+        # Padded steps may hold any id (e.g. -100): zero them, so the gather never reads out of
+        # range (which gives NaN, and NaN · 0 is NaN); valid ids must be classes.
+        if step_mask is not None:
+            targets = jnp.where(step_mask, targets, jnp.zeros((), targets.dtype))
+        check_int_range(targets, 0, log_probs.shape[-1], "targets", "the number of classes")
         per_step = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+        return _masked_mean(per_step, step_mask)
     else:
         if tuple(targets.shape) != tuple(log_probs.shape):
             raise ValueError(

@@ -147,3 +147,13 @@ def test_long_range_quick_runs_every_task_and_cell(tmp_path):
     copy_row = next(r for r in rows if r["task"] == "copy")
     assert copy_row["baseline"] == pytest.approx(10 * np.log(8) / (long_range.QUICK.copy_delay + 20))
     assert all(np.isfinite(r["metric"]) and r["stopped"] is None for r in rows)
+
+
+def test_hello_study_predicts_ello_and_writes_hello(tmp_path):
+    from experiments import hello
+
+    results = hello.run(hello.QUICK, tmp_path)
+    assert results["predicted"] == "ello"  # fed "hell"
+    assert results["sampled_from_first_char"] == "hello"
+    assert min(results["probability_of_target"]) > 0.9
+    assert results["final_bits_per_char"] < 0.1 < results["first_bits_per_char"]

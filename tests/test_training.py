@@ -214,3 +214,17 @@ def test_batch_that_does_not_match_the_model_is_a_clear_error():
         step(state, (jnp.concatenate([xs, xs], -1), ys, lengths))
     with pytest.raises(ValueError, match=r"Expected lengths with shape \(8,\)"):
         step(state, (xs, ys, lengths[:3]))
+
+
+def test_padded_targets_may_hold_any_id_but_valid_ones_must_be_classes():
+    logits = jax.random.normal(jax.random.key(0), (2, 3, 4))
+    targets = jnp.array([[1, 2, -100], [3, -100, -100]])  # -100 on padding, as an "ignore" id
+    lengths = jnp.array([2, 1])
+    loss = recurrax.sequence_cross_entropy(logits, targets, lengths=lengths)
+    log_probs = np.asarray(jax.nn.log_softmax(logits))
+    expected = -(log_probs[0, 0, 1] + log_probs[0, 1, 2] + log_probs[1, 0, 3]) / 3
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"Expected targets in \[0, 3\]"):
+        recurrax.sequence_cross_entropy(logits, targets)  # no lengths: -100 is a valid step's target
+    with pytest.raises(jax.errors.JaxRuntimeError, match=r"Expected targets in \[0, 3\]"):  # checked at run time
+        jax.jit(lambda t: recurrax.sequence_cross_entropy(logits, t, lengths=lengths))(targets.at[0, 0].set(4))

@@ -1,0 +1,224 @@
+"""Encoder–decoder models with optional attention (Sutskever et al. 2014; Luong et al. 2015).
+
+Encoder: source embedding → any stack (deep, bidirectional, any cells) over the padded source.
+Its top layer's final state (forward and backward concatenated for a bidirectional top layer) is
+the context vector; each decoder layer starts from it, through a learned bridge
+``h_0 = tanh(context W + b)`` when the sizes differ (identity when they match; an LSTM
+decoder's cell state starts at zero).
+
+Decoder step, from the previous target token ``y_{t-1}``:
+
+    s_t = stack_step(decoder, embed(y_{t-1}))
+    without attention:  logits_t = s_t W_o + b_o
+    with attention:     c_t, α_t = attend(s_t, encoder states, source mask)
+                        h̃_t = tanh([s_t; c_t] W_c + b_c),  logits_t = h̃_t W_o + b_o
+
+(Luong's "global attention" with any of the additive, dot or general scores). Training uses
+teacher forcing: decoder inputs ``<sos> y_1 … y_n``, targets ``y_1 … y_n <eos>``, loss over the
+``n + 1`` valid steps; ``sampling_ratio`` > 0 feeds the model's own previous prediction instead
+of the true token with that probability (scheduled sampling, Bengio et al. 2015). Decoding uses
+``recurrax.decoding`` (greedy, sampling, beam search) with the same decoder step.
+
+Token ids follow ``recurrax.vocab``: ``<pad>`` 0, ``<sos>`` 1, ``<eos>`` 2.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from recurrax import attention as attn
+from recurrax import cells, decoding
+from recurrax._checks import check_array, check_int_range, check_lengths, is_traced
+from recurrax._layers import (
+    BidirectionalParams,
+    DenseParams,
+    EmbeddingParams,
+    StackParams,
+    dense,
+    embed,
+    init_dense,
+    init_embedding,
+    init_stack,
+    layer_output_size,
+    stack,
+    stack_step,
+)
+from recurrax._losses import sequence_cross_entropy
+from recurrax._unroll import sequence_mask, unroll
+from recurrax.vocab import EOS_ID, PAD_ID, SOS_ID
+
+
+class Seq2SeqParams(NamedTuple):
+    """An encoder–decoder model's parameters."""
+
+    source_embedding: EmbeddingParams
+    encoder: StackParams
+    bridge: tuple  # per decoder layer: DenseParams (context → h_0) or None (identity)
+    target_embedding: EmbeddingParams
+    decoder: StackParams  # unidirectional
+    attention: Optional[attn.AttentionParams]  # None: no attention
+    combine: Optional[DenseParams]  # (H_dec + K, H_dec), with attention only
+    head: DenseParams  # (H_dec, V_target)
+
+
+class DecoderState(NamedTuple):
+    """What the decoder carries from step to step (every leaf has the batch axis first)."""
+
+    carries: tuple  # one carry per decoder layer
+    memory: Optional[attn.Memory]  # the encoder states, with attention
+
+
+def init_seq2seq(
+    key: jax.Array,
+    source_vocab_size: int,
+    target_vocab_size: int,
+    *,
+    embed_size: int = 32,
+    encoder_sizes: Sequence[int] = (64,),
+    decoder_sizes: Sequence[int] = (64,),
+    encoder_cell: str = "lstm",
+    decoder_cell: str = "lstm",
+    bidirectional_encoder: bool = False,
+    attention: Optional[str] = None,
+) -> Seq2SeqParams:
+    """Initialise an encoder–decoder; ``attention`` is ``None``, ``"additive"``, ``"dot"`` or ``"general"``."""
+    keys = jax.random.split(key, 8)
+    encoder = init_stack(keys[0], embed_size, list(encoder_sizes), cell=encoder_cell, bidirectional=bidirectional_encoder)
+    decoder = init_stack(keys[1], embed_size, list(decoder_sizes), cell=decoder_cell)
+    context_size = layer_output_size(encoder.layers[-1])
+    bridge = tuple(
+        None if size == context_size else init_dense(k, context_size, size)
+        for k, size in zip(jax.random.split(keys[2], len(decoder_sizes)), decoder_sizes)
+    )
+    top = list(decoder_sizes)[-1]
+    attention_params = combine = None
+    if attention is not None:
+        attention_params = attn.init_attention(keys[3], attention, top, context_size)
+        combine = init_dense(keys[4], top + context_size, top)
+    return Seq2SeqParams(
+        init_embedding(keys[5], source_vocab_size, embed_size), encoder, bridge,
+        init_embedding(keys[6], target_vocab_size, embed_size), decoder, attention_params, combine,
+        init_dense(keys[7], top, target_vocab_size),
+    )
+
+
+def encode_source(params: Seq2SeqParams, source: jax.Array, lengths: jax.Array) -> DecoderState:
+    """Run the encoder over ``source`` ids ``(B, S)`` (right-padded, ``lengths`` ≥ 1) → the decoder's start."""
+    source = jnp.asarray(check_array(source, "source"))
+    if source.ndim != 2:
+        raise ValueError(f"Expected source ids of shape (B, S), got {tuple(source.shape)}.")
+    lengths = check_lengths(lengths, source.shape[:1], source.shape[1])
+    if not is_traced(lengths) and int(jnp.min(lengths)) < 1:
+        raise ValueError("Expected every source to have at least one token; got an empty source (length 0).")
+    finals, states = stack(params.encoder, embed(params.source_embedding, source), lengths=lengths)
+    top = finals[-1]
+    context = (jnp.concatenate([top[0].h, top[1].h], -1) if isinstance(params.encoder.layers[-1], BidirectionalParams)
+               else top.h)
+    carries = []
+    for layer, bridge in zip(params.decoder.layers, params.bridge):
+        family = cells.family_of(layer.cell)
+        h = context if bridge is None else jnp.tanh(dense(bridge, context))
+        carries.append(family.initial_carry(layer.cell, source.shape[:1])._replace(h=h))
+    memory = None
+    if params.attention is not None:
+        memory = attn.memory(params.attention, states, sequence_mask(lengths, source.shape[1]))
+    return DecoderState(tuple(carries), memory)
+
+
+def decoder_step(params: Seq2SeqParams, state: DecoderState, tokens: jax.Array):
+    """One decoder step from the previous tokens ``(B,)`` → ``(state, logits (B, V), weights (B, S) or None)``."""
+    carries, s = stack_step(params.decoder, state.carries, embed(params.target_embedding, tokens))
+    if params.attention is None:
+        return DecoderState(carries, None), dense(params.head, s), None
+    context, weights = attn.attend(params.attention, s, state.memory)
+    attentional = jnp.tanh(dense(params.combine, jnp.concatenate([s, context], -1)))
+    return DecoderState(carries, state.memory), dense(params.head, attentional), weights
+
+
+def teacher_forcing(target: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Decoder inputs ``<sos> y_1 … y_n`` and outputs ``y_1 … y_n <eos>``, both ``(B, T + 1)``, padded with ``<pad>``."""
+    target = jnp.asarray(check_array(target, "target"))
+    if target.ndim != 2:
+        raise ValueError(f"Expected target ids of shape (B, T), got {tuple(target.shape)}.")
+    lengths = check_lengths(lengths, target.shape[:1], target.shape[1])
+    pad = jnp.full(target.shape[:1] + (1,), PAD_ID, target.dtype)
+    inputs = jnp.concatenate([jnp.full_like(pad, SOS_ID), target], axis=1)
+    outputs = jnp.concatenate([target, pad], axis=1)
+    outputs = jnp.where(jnp.arange(outputs.shape[1])[None] == lengths[:, None], EOS_ID, outputs)
+    valid = sequence_mask(lengths + 1, outputs.shape[1])
+    return jnp.where(valid, inputs, PAD_ID), jnp.where(valid, outputs, PAD_ID)
+
+
+def decode_teacher_forced(
+    params: Seq2SeqParams,
+    source: jax.Array,
+    source_lengths: jax.Array,
+    decoder_inputs: jax.Array,
+    *,
+    sampling_ratio: float = 0.0,
+    key: Optional[jax.Array] = None,
+):
+    """Run the decoder over given inputs ``(B, T)``: ``(logits (B, T, V), weights (B, T, S) or None)``.
+
+    With ``sampling_ratio`` > 0 (needs ``key``), each step after the first takes the model's own
+    previous argmax instead of the given token with that probability.
+    """
+    if not 0.0 <= sampling_ratio <= 1.0:
+        raise ValueError(f"Expected sampling_ratio in [0, 1], got {sampling_ratio!r}.")
+    if sampling_ratio > 0 and key is None:
+        raise ValueError("Scheduled sampling (sampling_ratio > 0) needs a PRNG key; got key=None.")
+    decoder_inputs = jnp.asarray(check_array(decoder_inputs, "decoder_inputs"))
+    if decoder_inputs.ndim != 2 or not jnp.issubdtype(decoder_inputs.dtype, jnp.integer):
+        raise ValueError(f"Expected integer decoder_inputs (B, T), got {decoder_inputs.dtype} {tuple(decoder_inputs.shape)}.")
+    # Checked here: inside the scan the embedding lookup sees traced ids and cannot check them.
+    check_int_range(decoder_inputs, 0, params.target_embedding.table.shape[0], "decoder_inputs", "the target vocabulary")
+    state = encode_source(params, source, source_lengths)
+    keys = jax.random.split(key if key is not None else jax.random.key(0), decoder_inputs.shape[1])
+    first = decoder_inputs[:, 0]
+
+    def step(carry, inputs):
+        state, previous = carry
+        given, k, t = inputs
+        if sampling_ratio > 0:
+            use_model = (t > 0) & jax.random.bernoulli(k, sampling_ratio, given.shape)
+            given = jnp.where(use_model, previous, given)
+        state, logits, weights = decoder_step(params, state, given)
+        return (state, jnp.argmax(logits, -1).astype(given.dtype)), (logits, weights)
+
+    steps = (jnp.moveaxis(decoder_inputs, 1, 0), keys, jnp.arange(decoder_inputs.shape[1]))
+    _, (logits, weights) = jax.lax.scan(step, (state, first), steps)
+    weights = None if weights is None else jnp.moveaxis(weights, 0, 1)
+    return jnp.moveaxis(logits, 0, 1), weights
+
+
+def loss(
+    params: Seq2SeqParams,
+    source: jax.Array,
+    source_lengths: jax.Array,
+    target: jax.Array,
+    target_lengths: jax.Array,
+    *,
+    sampling_ratio: float = 0.0,
+    key: Optional[jax.Array] = None,
+) -> jax.Array:
+    """Teacher-forced cross-entropy, ``−(1/N) Σ log p(y_t | y_<t, x)`` over the ``n + 1`` steps of each target."""
+    inputs, outputs = teacher_forcing(target, target_lengths)
+    logits, _ = decode_teacher_forced(params, source, source_lengths, inputs, sampling_ratio=sampling_ratio, key=key)
+    return sequence_cross_entropy(logits, outputs, lengths=jnp.asarray(target_lengths) + 1)
+
+
+def translate(
+    params: Seq2SeqParams, source: jax.Array, source_lengths: jax.Array, *, max_length: int, **options: Any
+) -> decoding.Decoded:
+    """Decode targets for ``source`` with ``recurrax.decoding.decode`` (``strategy``, ``beam_width``, ``key``, ...)."""
+    state = encode_source(params, source, source_lengths)
+
+    def step_fn(state, tokens):
+        state, logits, _ = decoder_step(params, state, tokens)
+        return state, logits
+
+    start = jnp.full(source.shape[:1], SOS_ID, jnp.int32)
+    return decoding.decode(step_fn, state, start, max_length=max_length, eos_id=EOS_ID, pad_id=PAD_ID, **options)
