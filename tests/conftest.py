@@ -24,3 +24,16 @@ def key():
 def case(request) -> CellCase:
     """Every cell configuration of the common suite."""
     return request.param
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _drop_compiled_executables():
+    """Clear jax's caches after each test module.
+
+    Every compiled XLA:CPU executable keeps memory mappings of its code alive. A whole-suite run
+    compiles thousands of them, and without this the process approached the kernel's limit of
+    mappings (``vm.max_map_count``, 65530 here) where compilation segfaulted. Modules share no
+    jitted functions, so nothing is compiled twice within a module.
+    """
+    yield
+    jax.clear_caches()
