@@ -210,6 +210,25 @@ def loss(
     return sequence_cross_entropy(logits, outputs, lengths=jnp.asarray(target_lengths) + 1)
 
 
+def attention_map(
+    params: Seq2SeqParams, source: jax.Array, source_lengths: jax.Array, decoded: decoding.Decoded
+) -> jax.Array:
+    """The attention weights ``(B, max_length, S)`` behind decoded outputs, for inspection.
+
+    Row ``t`` holds ``α_t``, the weights with which output token ``t`` was produced: the decoder is
+    run again on ``<sos>`` and the decoded tokens (teacher forcing with the model's own outputs,
+    so with greedy or beam outputs it retraces the same states). Rows past each output's length
+    are zero.
+    """
+    if params.attention is None:
+        raise ValueError("Expected a model with attention (init_seq2seq(..., attention=...)), got attention=None.")
+    tokens = jnp.asarray(decoded.tokens)
+    start = jnp.full(tokens.shape[:1] + (1,), SOS_ID, tokens.dtype)
+    _, weights = decode_teacher_forced(params, source, source_lengths, jnp.concatenate([start, tokens[:, :-1]], 1))
+    produced = sequence_mask(jnp.asarray(decoded.lengths), tokens.shape[1])
+    return jnp.where(produced[..., None], weights, 0.0)
+
+
 def translate(
     params: Seq2SeqParams, source: jax.Array, source_lengths: jax.Array, *, max_length: int, **options: Any
 ) -> decoding.Decoded:

@@ -11,14 +11,25 @@ can be read against them.
   of two marked symbols among distractors, 4 classes;
 - ``recall_task``: name the symbol flagged exactly L steps before the end (the truncated-vs-full
   BPTT study).
+
+Sequence-to-sequence tasks are text pairs ``(source, target)`` drawn with NumPy from an integer
+seed (strings live on the host; ``recurrax.vocab`` turns them into padded id batches):
+
+- ``reverse_pairs``: a random string and its reverse;
+- ``sort_pairs``: a random string of digits and its digits in ascending order;
+- ``date_pairs``: a date written as "3 March 2021", "March 3, 2021" or "03/03/21", and its ISO
+  form "2021-03-03".
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import calendar
+import datetime
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from recurrax._checks import check_positive_int
 
@@ -123,3 +134,103 @@ def recall_task(key: jax.Array, batch_size: int, *, lag: int, length: int, vocab
     answer = symbols[:, length - lag]
     targets = jnp.broadcast_to(answer[:, None], (batch_size, length)).astype(jnp.int32)
     return Task(xs, targets, _last_step_only(batch_size, length))
+
+
+DIGITS = "0123456789"
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _check_lengths(min_length: int, max_length: int) -> tuple[int, int]:
+    min_length = check_positive_int(min_length, "min_length")
+    max_length = check_positive_int(max_length, "max_length")
+    if min_length > max_length:
+        raise ValueError(f"Expected min_length <= max_length, got {min_length} > {max_length}.")
+    return min_length, max_length
+
+
+def _random_strings(seed: int, num: int, min_length: int, max_length: int, alphabet: str) -> list[str]:
+    """``num`` strings over ``alphabet``, lengths uniform in ``[min_length, max_length]``."""
+    num = check_positive_int(num, "num")
+    min_length, max_length = _check_lengths(min_length, max_length)
+    if not isinstance(alphabet, str) or not alphabet:
+        raise ValueError(f"Expected a non-empty alphabet string, got {alphabet!r}.")
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(min_length, max_length + 1, size=num)
+    return ["".join(rng.choice(list(alphabet), size=int(n))) for n in lengths]
+
+
+def reverse_pairs(
+    seed: int, num: int, *, min_length: int = 1, max_length: int = 20, alphabet: str = LETTERS
+) -> list[tuple[str, str]]:
+    """``num`` pairs ``(s, reversed s)``, ``s`` uniform over ``alphabet`` with a uniform length.
+
+    The first target symbol is the last source symbol: without attention the whole source must
+    pass through the encoder's final state (the seeds' context bottleneck).
+
+    >>> reverse_pairs(0, 2, min_length=3, max_length=5)
+    [('nhibb', 'bbihn'), ('aevq', 'qvea')]
+    """
+    return [(s, s[::-1]) for s in _random_strings(seed, num, min_length, max_length, alphabet)]
+
+
+def sort_pairs(seed: int, num: int, *, min_length: int = 1, max_length: int = 20) -> list[tuple[str, str]]:
+    """``num`` pairs ``(digits, digits in ascending order)``, e.g. ``("3141", "1134")``.
+
+    >>> sort_pairs(0, 2, min_length=3, max_length=5)
+    [('52300', '00235'), ('0186', '0168')]
+    """
+    return [(s, "".join(sorted(s))) for s in _random_strings(seed, num, min_length, max_length, DIGITS)]
+
+
+# Written forms of a date d (e.g. 2021-03-03); DD/MM/YY is day first, as in most of the world.
+DATE_FORMATS = ("d Month yyyy", "Month d, yyyy", "dd/mm/yy")
+
+
+def format_date(date: datetime.date, form: str) -> str:
+    """``date`` written in one of ``DATE_FORMATS``: ``"3 March 2021"``, ``"March 3, 2021"``, ``"03/03/21"``.
+
+    >>> format_date(datetime.date(2021, 3, 3), "Month d, yyyy")
+    'March 3, 2021'
+    """
+    month = calendar.month_name[date.month]
+    if form == "d Month yyyy":
+        return f"{date.day} {month} {date.year}"
+    if form == "Month d, yyyy":
+        return f"{month} {date.day}, {date.year}"
+    if form == "dd/mm/yy":
+        return f"{date.day:02d}/{date.month:02d}/{date.year % 100:02d}"
+    raise ValueError(f"Expected a date format in {DATE_FORMATS}, got {form!r}.")
+
+
+def date_pairs(
+    seed: int, num: int, *, formats: Sequence[str] = DATE_FORMATS, first_year: int = 1950, last_year: int = 2049
+) -> list[tuple[str, str]]:
+    """``num`` pairs ``(written date, ISO date)``: date normalisation, e.g. ``("3 March 2021", "2021-03-03")``.
+
+    Dates are uniform over the days from 1 January ``first_year`` to 31 December ``last_year``,
+    each written in a format drawn uniformly from ``formats`` (``DATE_FORMATS``). The two-digit
+    year of "dd/mm/yy" is unambiguous only within one century, so the range may span at most 100
+    years (the default 1950–2049: "49" is 2049, "50" is 1950).
+
+    >>> date_pairs(0, 2)
+    [('January 24, 2035', '2035-01-24'), ('12 September 2013', '2013-09-12')]
+    """
+    num = check_positive_int(num, "num")
+    for form in formats:
+        if form not in DATE_FORMATS:
+            raise ValueError(f"Expected date formats among {DATE_FORMATS}, got {form!r}.")
+    if not formats:
+        raise ValueError(f"Expected at least one date format among {DATE_FORMATS}, got none.")
+    if not 1 <= first_year <= last_year <= 9999:
+        raise ValueError(f"Expected 1 <= first_year <= last_year <= 9999, got {first_year} and {last_year}.")
+    if "dd/mm/yy" in formats and last_year - first_year >= 100:
+        raise ValueError(
+            f"Expected at most 100 years with the two-digit format dd/mm/yy, got {first_year}-{last_year}."
+        )
+    first = datetime.date(first_year, 1, 1).toordinal()
+    span = datetime.date(last_year, 12, 31).toordinal() - first + 1
+    rng = np.random.default_rng(seed)
+    days = rng.integers(0, span, size=num)
+    forms = rng.integers(0, len(formats), size=num)
+    dates = [datetime.date.fromordinal(first + int(day)) for day in days]
+    return [(format_date(date, formats[int(f)]), date.isoformat()) for date, f in zip(dates, forms)]

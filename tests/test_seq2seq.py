@@ -85,6 +85,26 @@ def test_attention_weights_sum_to_one_and_are_zero_on_padding():
     assert np.all(np.asarray(weights)[np.broadcast_to(padding, weights.shape)] == 0.0)
 
 
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_attention_map_is_the_weights_of_each_decoded_token(strategy):
+    params = _model("lstm-general")
+    source, source_lengths, _, _ = _batch()
+    decoded = seq2seq.translate(params, source, source_lengths, max_length=6, strategy=strategy, beam_width=3)
+    weights = np.asarray(seq2seq.attention_map(params, source, source_lengths, decoded))
+    step = jax.jit(seq2seq.decoder_step)
+    for b in range(3):  # each row alone, stepping the decoder through its own output tokens
+        n, m = int(source_lengths[b]), int(decoded.lengths[b])
+        state = seq2seq.encode_source(params, source[b:b + 1, :n], jnp.array([n]))
+        token = SOS_ID
+        for t in range(m):
+            state, _, expected = step(params, state, jnp.array([token]))
+            np.testing.assert_allclose(weights[b, t, :n], expected[0], rtol=1e-5, atol=1e-7)
+            token = int(decoded.tokens[b, t])
+        assert (weights[b, m:] == 0).all() and (weights[b, :, n:] == 0).all()
+    with pytest.raises(ValueError, match="Expected a model with attention"):
+        seq2seq.attention_map(_model("plain-lstm"), source, source_lengths, decoded)
+
+
 def test_full_scheduled_sampling_follows_greedy_decoding():
     # sampling_ratio = 1 feeds back the argmax at every step after <sos>: the greedy decode.
     params = _model("lstm-general")

@@ -1,5 +1,8 @@
 """``recurrax.tasks``: each generator's answer recomputed from its inputs with NumPy."""
 
+import datetime
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -42,11 +45,53 @@ def test_temporal_order_label_is_the_order_of_x_and_y():
     assert set(labels.tolist()) == {0, 1, 2, 3}
 
 
+def test_reverse_and_sort_pairs():
+    pairs = tasks.reverse_pairs(3, 500, min_length=2, max_length=9, alphabet="xyz")
+    assert all(target == source[::-1] and set(source) <= set("xyz") for source, target in pairs)
+    assert {len(source) for source, _ in pairs} == set(range(2, 10))  # every length occurs
+    assert pairs == tasks.reverse_pairs(3, 500, min_length=2, max_length=9, alphabet="xyz")  # seeded
+    for source, target in tasks.sort_pairs(4, 200, max_length=30):
+        assert source.isdigit() and list(target) == sorted(source) and 1 <= len(source) <= 30
+
+
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
+          "October", "November", "December"]
+
+
+def _parse_date(text):
+    """An independent reading of the three written forms."""
+    if match := re.fullmatch(r"(\d{1,2}) ([A-Z][a-z]+) (\d{4})", text):
+        day, month, year = int(match[1]), MONTHS.index(match[2]) + 1, int(match[3])
+    elif match := re.fullmatch(r"([A-Z][a-z]+) (\d{1,2}), (\d{4})", text):
+        day, month, year = int(match[2]), MONTHS.index(match[1]) + 1, int(match[3])
+    else:
+        match = re.fullmatch(r"(\d\d)/(\d\d)/(\d\d)", text)
+        day, month, year = int(match[1]), int(match[2]), int(match[3])
+        year += 1900 if year >= 50 else 2000
+    return f"{year:04d}-{month:02d}-{day:02d}"
+
+
+def test_date_pairs_normalise_every_format():
+    pairs = tasks.date_pairs(5, 3000)
+    assert all(_parse_date(source) == target for source, target in pairs)
+    years = [int(target[:4]) for _, target in pairs]
+    assert min(years) == 1950 and max(years) == 2049
+    shapes = {"/" in s or ("," in s) * 2 for s, _ in pairs}
+    assert shapes == {0, 1, 2}  # all three formats occur
+    assert tasks.format_date(datetime.date(2021, 3, 3), "dd/mm/yy") == "03/03/21"
+    assert tasks.format_date(datetime.date(2021, 3, 3), "d Month yyyy") == "3 March 2021"
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: tasks.adding_problem(jax.random.key(0), 2, 1), "Expected length >= 2"),
     (lambda: tasks.temporal_order(jax.random.key(0), 2, 10), "Expected length >= 20"),
     (lambda: tasks.copy_memory(jax.random.key(0), 2, delay=0), "delay .* positive integer"),
     (lambda: tasks.recall_task(jax.random.key(0), 2, lag=5, length=4), "Expected lag <= length"),
+    (lambda: tasks.reverse_pairs(0, 3, min_length=5, max_length=4), "Expected min_length <= max_length"),
+    (lambda: tasks.sort_pairs(0, 0), "num .* positive integer"),
+    (lambda: tasks.date_pairs(0, 3, first_year=1900, last_year=2049), "at most 100 years"),
+    (lambda: tasks.date_pairs(0, 3, formats=("yyyy.mm.dd",)), "Expected date formats among"),
+    (lambda: tasks.format_date(datetime.date(2021, 3, 3), "iso"), "Expected a date format in"),
 ])
 def test_bad_task_settings(call, message):
     with pytest.raises(ValueError, match=message):
