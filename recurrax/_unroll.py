@@ -270,7 +270,7 @@ def unroll_cell(
     if not cells.has_pointwise_split(params):
         raise ValueError(
             f"unroll_cell needs a cell whose step splits into products and a pointwise part; "
-            f"{type(params).__name__} here does not (reset-before GRU): use unroll with its step."
+            f"{type(params).__name__} here does not (a reset-before GRU or a reservoir): use unroll with its step."
         )
     time, batch_shape, xs_t, mask_t = _prepare(xs, lengths, mask, time_major)
     jax.eval_shape(cells.family_of(params).step, params, carry, xs_t[0])  # static checks, no FLOPs

@@ -178,10 +178,12 @@ def recurrent_spectrum(params: Any) -> dict[str, Spectrum]:
 
     Elman: ``{"h": ...}`` for ``W_h``. LSTM: one per gate, ``"i", "f", "g", "o"``; GRU:
     ``"r", "z", "n"`` (the blocks act on ``h`` through the gates, so no single bound applies).
+    Reservoir: ``{"h": ...}`` for its ``W`` in any storage (``reservoir.recurrent_matrix``).
     """
-    names = {cells.elman: ("h",), cells.lstm: ("i", "f", "g", "o"), cells.gru: ("r", "z", "n")}[
-        cells.family_of(params)
-    ]
+    family = cells.family_of(params)
+    if family is cells.reservoir:
+        return {"h": spectrum(cells.reservoir.recurrent_matrix(params))}
+    names = {cells.elman: ("h",), cells.lstm: ("i", "f", "g", "o"), cells.gru: ("r", "z", "n")}[family]
     hidden = cells.hidden_size(params)
     return {name: spectrum(params.w_h[:, k * hidden : (k + 1) * hidden]) for k, name in enumerate(names)}
 

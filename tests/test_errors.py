@@ -177,8 +177,8 @@ def test_params_from_a_different_family(gru):
         recurrax.lstm.step(gru, lstm_carry, jnp.ones((2, D)))
     with pytest.raises(ValueError, match=re.escape("elman.initial_carry expects ElmanParams, got GRUParams")):
         recurrax.elman.initial_carry(gru)
-    with pytest.raises(ValueError, match=re.escape("Expected cell params (ElmanParams, LSTMParams, GRUParams), "
-                                                   "got dict.")):
+    with pytest.raises(ValueError, match=re.escape("Expected cell params (ElmanParams, LSTMParams, GRUParams, "
+                                                   "ReservoirParams), got dict.")):
         recurrax.family_of({"w_x": jnp.ones((D, H))})
     with pytest.raises(ValueError, match="rnn expects RNNParams, got GRUParams."):
         recurrax.rnn(gru, jnp.ones((2, T, D)))
@@ -253,7 +253,7 @@ def test_unknown_activation(key):
 
 
 def test_unknown_family_name(key):
-    message = re.escape("Expected a cell family in ['elman', 'gru', 'lstm'], got 'transformer'.")
+    message = re.escape("Expected a cell family in ['elman', 'gru', 'lstm', 'reservoir'], got 'transformer'.")
     with pytest.raises(ValueError, match=message):
         recurrax.init_rnn(key, "transformer", D, H)
     with pytest.raises(ValueError, match=message):

@@ -137,6 +137,9 @@ def test_spectra_bound_and_decay_rate():
     assert spectra["f"].sigma1 == pytest.approx(np.linalg.norm(np.asarray(lstm.w_h[:, 3:6], np.float64), 2))
     with pytest.raises(ValueError, match="γ is defined for Elman cells"):
         gf.activation_gamma(lstm)
+    for topology in ("random", "circulant"):  # a reservoir's W, in either storage
+        reservoir = recurrax.reservoir.init(jax.random.key(1), 1, 30, spectral_radius=0.9, topology=topology)
+        assert gf.recurrent_spectrum(reservoir)["h"].spectral_radius == pytest.approx(0.9, rel=1e-6)
     np.testing.assert_allclose(gf.bound([1, 2, 3], 0.5), [0.5, 0.25, 0.125])
     assert gf.decay_rate(0.7 ** np.arange(1, 20)) == pytest.approx(np.log(0.7))
     assert gf.decay_rate(np.r_[5.0, 0.9 ** np.arange(2, 20), 0.0], skip=1) == pytest.approx(np.log(0.9))

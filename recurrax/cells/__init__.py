@@ -11,19 +11,22 @@ from __future__ import annotations
 import types
 from typing import Any, Union
 
-from recurrax.cells import elman, gru, lstm
+from recurrax.cells import elman, gru, lstm, reservoir
 
-FAMILIES: dict[str, types.ModuleType] = {"elman": elman, "lstm": lstm, "gru": gru}
+FAMILIES: dict[str, types.ModuleType] = {
+    "elman": elman, "lstm": lstm, "gru": gru, "reservoir": reservoir,
+}
 _BY_PARAMS_TYPE = {
     elman.ElmanParams: elman,
     lstm.LSTMParams: lstm,
     gru.GRUParams: gru,
+    reservoir.ReservoirParams: reservoir,
 }
-CARRY_TYPES = (elman.ElmanCarry, lstm.LSTMCarry, gru.GRUCarry)
+CARRY_TYPES = (elman.ElmanCarry, lstm.LSTMCarry, gru.GRUCarry, reservoir.ReservoirCarry)
 
 
 def resolve_family(family: Union[str, types.ModuleType]) -> types.ModuleType:
-    """A family given by name (``"elman"``, ``"lstm"``, ``"gru"``) or as its module."""
+    """A family given by name (``"elman"``, ``"lstm"``, ``"gru"``, ``"reservoir"``) or module."""
     if isinstance(family, str):
         if family not in FAMILIES:
             raise ValueError(f"Expected a cell family in {sorted(FAMILIES)}, got {family!r}.")
@@ -63,8 +66,11 @@ def has_pointwise_split(params: Any) -> bool:
     """Whether ``step`` is ``pointwise(params, carry, x @ w_x, h @ w_h)`` for these params.
 
     True for Elman, LSTM and reset-after GRU; false for the reset-before GRU, whose candidate
-    product ``(r ⊙ h) @ U_h`` depends on a gate. Such cells get the fused backward pass of
-    ``unroll_cell``.
+    product ``(r ⊙ h) @ U_h`` depends on a gate, and for reservoirs (their ``W`` is stored as
+    ``W``, or sparse, not as an ``h @ w_h`` kernel). Only cells with the split get the fused
+    backward pass of ``unroll_cell``.
     """
     family = family_of(params)
+    if family is reservoir:
+        return False
     return family is not gru or params.b_hn is not None
