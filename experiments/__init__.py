@@ -14,4 +14,7 @@ EXPERIMENTS = {
     "clipping": "experiments.clipping",
     "long_range": "experiments.long_range",
     "hello": "experiments.hello",
+    "esn": "experiments.esn",
+    "char_lm": "experiments.char_lm",
+    "seq2seq": "experiments.seq2seq",
 }

@@ -1,13 +1,15 @@
 """recurrax: recurrent neural networks in JAX.
 
-Layers, bottom up: cell families (``elman``, ``lstm``, ``gru``: pure ``init`` /
+Layers, bottom up: cell families (``elman``, ``lstm``, ``gru``, ``reservoir``: pure ``init`` /
 ``initial_carry`` / ``step`` over NamedTuples), ``unroll`` (the one ``lax.scan`` time loop),
 layers and topologies, training (optax steps, ``fit``, checkpoints, truncated BPTT), and Flax
 NNX shells in ``recurrax.nnx``. Sequence-to-sequence parts: ``vocab`` (tokens and padded
 batches), ``attention`` (Bahdanau and Luong), ``decoding`` (greedy, sampling, beam search),
 ``seq2seq`` (encoder–decoder with attention) and ``char_lm`` (character language models).
-Research modules: ``gradient_flow`` (vanishing and exploding gradients), ``truncation``
-(truncated vs full BPTT) and ``tasks`` (synthetic long-range tasks).
+Echo state networks: ``esn`` (ridge readouts, free running, diagnostics, sweeps) and
+``timeseries`` (Mackey–Glass, Lorenz, NARMA). Research modules: ``gradient_flow`` (vanishing
+and exploding gradients), ``truncation`` (truncated vs full BPTT) and ``tasks`` (synthetic
+long-range and sequence-to-sequence tasks).
 
 >>> import jax, jax.numpy as jnp
 >>> import recurrax
@@ -76,12 +78,15 @@ from recurrax.cells import elman as elman
 from recurrax.cells import family_of as family_of
 from recurrax.cells import gru as gru
 from recurrax.cells import lstm as lstm
+from recurrax.cells import reservoir as reservoir
 from recurrax.cells.elman import ElmanCarry as ElmanCarry
 from recurrax.cells.elman import ElmanParams as ElmanParams
 from recurrax.cells.gru import GRUCarry as GRUCarry
 from recurrax.cells.gru import GRUParams as GRUParams
 from recurrax.cells.lstm import LSTMCarry as LSTMCarry
 from recurrax.cells.lstm import LSTMParams as LSTMParams
+from recurrax.cells.reservoir import ReservoirCarry as ReservoirCarry
+from recurrax.cells.reservoir import ReservoirParams as ReservoirParams
 
 __version__ = "0.1.0"
 
@@ -89,9 +94,11 @@ __version__ = "0.1.0"
 from recurrax import attention as attention  # noqa: E402
 from recurrax import char_lm as char_lm  # noqa: E402
 from recurrax import decoding as decoding  # noqa: E402
+from recurrax import esn as esn  # noqa: E402
 from recurrax import gradient_flow as gradient_flow  # noqa: E402
 from recurrax import seq2seq as seq2seq  # noqa: E402
 from recurrax import tasks as tasks  # noqa: E402
+from recurrax import timeseries as timeseries  # noqa: E402
 from recurrax import truncation as truncation  # noqa: E402
 from recurrax import vocab as vocab  # noqa: E402
 
@@ -110,4 +117,5 @@ __all__ = [
     "CheckpointError", "checkpoint_steps", "restore_checkpoint", "save_checkpoint",
     "elman_bptt", "elman_readout_bptt", "lstm_bptt",
     "attention", "char_lm", "decoding", "gradient_flow", "seq2seq", "tasks", "truncation", "vocab",
+    "reservoir", "ReservoirCarry", "ReservoirParams", "esn", "timeseries",
 ]
