@@ -20,6 +20,20 @@ def compiled_temp_bytes(fn: Callable, *args) -> int:
     return int(analysis.temp_size_in_bytes)
 
 
+def compiled_memory(fn: Callable, *args) -> int:
+    """Bytes one call of ``jax.jit(fn)(*args)`` needs: arguments + outputs + temporaries.
+
+    From the compiled executable's ``memory_analysis()`` (buffers shared between arguments and
+    outputs counted once); ``args`` may be ``jax.ShapeDtypeStruct``, so nothing is allocated or
+    run.
+    """
+    analysis = jax.jit(fn).lower(*args).compile().memory_analysis()
+    if analysis is None:
+        raise RuntimeError(f"This backend ({jax.default_backend()}) reports no compiled memory analysis.")
+    return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+               + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
+
+
 def saved_residual_bytes(fn: Callable, *args) -> int:
     """Bytes of the arrays ``jax.vjp(fn, *args)`` keeps for the backward pass.
 

@@ -1,62 +1,82 @@
-"""Benchmark recurrax cells against flax.linen in one process: forward and forward+backward.
+"""Benchmark recurrax against flax.linen, equinox and PyTorch in one process: speed, compile, memory.
 
-For each cell family and shape (B, T, D, H) every implementation is compiled (compile time
-reported on its own), warmed up, then timed ``repeats`` times *interleaved* across
-implementations (round-robin, so drift in machine speed hits all of them alike). Reported per
-row: median / min / max milliseconds, achieved GFLOP/s, the fraction of this machine's float32
-GEMM rate measured in the same run, and recurrax / anchor ratios (< 1: recurrax is faster).
+Rows (``cells`` × ``shapes`` × modes): forward, forward+backward (gradient of the sum of the
+outputs with respect to the parameters) and a full training step (gradient of the mean squared
+output, ``clip_by_global_norm(1)`` + Adam, the parameters updated). Implementations, each on its
+own parameters of the same sizes:
 
-FLOPs count the matrix products only: forward 2·B·T·(D+H)·G·H with G gates (4 LSTM, 3 GRU);
-forward+backward is counted as 3× forward. The loss for the backward pass is the sum of all
-outputs; gradients are taken with respect to the parameters.
+- recurrax (``recurrax.rnn``, its defaults: the fused backward pass below H = 1024), and for
+  ``bf16_cells`` also with ``compute_dtype=bfloat16`` (products on bfloat16 operands, float32
+  accumulation; a row of its own, not an anchor);
+- flax.linen through ``nn.RNN``: ``LSTMCell`` and ``OptimizedLSTMCell``, ``GRUCell``,
+  ``SimpleCell``;
+- equinox ``LSTMCell`` / ``GRUCell`` under ``vmap`` of a ``lax.scan`` when equinox is installed
+  (equinox has no Elman cell);
+- ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` when torch is installed (optional; CPU threads as torch
+  sets them), with ``clip_grad_norm_`` + ``torch.optim.Adam`` for the training step.
 
-Memory-bounded BPTT (``remat_shape``, an LSTM layer): the same gradient by plain autodiff
-through the scan, the fused backward pass (``rnn``'s default), rematerialising every step, and
-checkpointing √T segments. Per policy: jax's saved residuals (the arrays the VJP keeps for the
-backward pass), the compiled temporary memory of the whole gradient evaluation, the median
-time, and each as a ratio to plain autodiff. Target (TARGETS.md): √T keeps ≤ 10% of plain
-BPTT's residuals at T=1000 for ≤ 1.5× the time.
+Every function is compiled (compile time reported on its own: first call minus a warm call),
+warmed up, then timed ``repeats`` times interleaved across implementations (round-robin, so drift
+in machine speed hits all alike). Per row: median / min / max ms, achieved GFLOP/s, the fraction
+of this machine's float32 GEMM rate measured in the same run, and recurrax ÷ implementation
+(< 1: recurrax is faster). FLOPs count the matrix products: forward 2·B·T·(D+H)·G·H with G
+gates (4 LSTM, 3 GRU, 1 Elman); forward+backward and the training step as 3× forward.
+
+Deep stack (``stack_shape`` = B, T, D, H, layers): bidirectional LSTM layers, compile time of the
+jitted gradient (trace + XLA) and its run time, against flax.linen ``Bidirectional`` of
+``OptimizedLSTMCell`` and ``torch.nn.LSTM(num_layers, bidirectional=True)``.
+
+Memory (``remat_shapes``, one LSTM layer): the same gradient by plain autodiff through the scan,
+the fused backward pass, rematerialising every step, and √T segments. Per policy: jax's saved
+residuals, XLA's compiled temporary bytes, the median time, each against plain autodiff, and the
+longest sequence whose gradient fits in ``memory_budget_gib`` (arguments + outputs + temporaries
+of the compiled program, found by bisection on T from compilation alone, nothing run).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib.util
 import pathlib
 import platform
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import optax
 
 import recurrax
-from experiments._measure import compiled_temp_bytes, saved_residual_bytes
+from experiments._measure import compiled_memory, compiled_temp_bytes, saved_residual_bytes
 
-SHAPES = ((32, 256, 64, 256), (16, 1000, 32, 64), (64, 128, 256, 1024))
-GATES = {"lstm": 4, "gru": 3}
+SHAPES = ((32, 256, 64, 256), (16, 1000, 32, 64), (64, 128, 256, 1024), (16, 10_000, 32, 64))
+GATES = {"lstm": 4, "gru": 3, "elman": 1}
+MODES = ("forward", "forward+backward", "train step")
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     shapes: tuple = SHAPES  # (B, T, D, H) each
-    cells: tuple = ("lstm", "gru")
+    cells: tuple = ("lstm", "gru", "elman")
+    modes: tuple = MODES
     repeats: int = 7
     gemm_size: int = 2048
-    remat_shape: tuple = (16, 1000, 32, 128)  # (B, T, D, H) of the memory-bounded BPTT rows
+    torch: bool = True  # time torch.nn when it is installed
+    bf16_cells: tuple = ("lstm",)  # also time recurrax with bfloat16 products for these cells
+    stack_shape: tuple = (8, 100, 32, 128, 4)  # (B, T, D, H, layers), bidirectional LSTM
+    remat_shapes: tuple = ((16, 1000, 32, 128), (16, 10_000, 32, 128))
+    memory_budget_gib: float = 24.0  # for the longest trainable T; 0 skips that search
 
 
-QUICK = Config(shapes=((4, 16, 8, 16),), repeats=2, gemm_size=256, remat_shape=(2, 16, 4, 8))
+QUICK = Config(shapes=((4, 16, 8, 16),), cells=("lstm", "gru"), modes=("forward", "forward+backward"), repeats=2,
+               gemm_size=256, torch=False, stack_shape=(2, 8, 4, 8, 2), remat_shapes=((2, 16, 4, 8),),
+               memory_budget_gib=0.0)
 
 
 def _block(tree):
     return jax.block_until_ready(tree)
-
-
-def _compile_seconds(fn: Callable, *args) -> float:
-    start = time.perf_counter()
-    _block(fn(*args))
-    return time.perf_counter() - start
 
 
 def measure_gemm_gflops(n: int, repeats: int = 5) -> float:
@@ -73,120 +93,173 @@ def measure_gemm_gflops(n: int, repeats: int = 5) -> float:
     return 2 * n**3 / min(times) / 1e9
 
 
-def _recurrax_fns(family: str, batch: int, time_steps: int, features: int, hidden: int):
-    params = recurrax.init_rnn(jax.random.key(0), family, features, hidden)
-
-    def forward(params, xs):
-        return recurrax.rnn(params, xs)[1]
-
-    return params, forward
+# --------------------------------------------------------------------------- implementations
+# Each factory(cell, B, T, D, H) returns {mode: zero-argument callable} or None (no such cell).
 
 
-def _flax_fns(cell_name: str, batch: int, time_steps: int, features: int, hidden: int):
-    import flax.linen as nn
+def _jax_modes(params, forward: Callable, xs) -> dict:
+    """forward, forward+backward and an optax training step of ``forward(params, xs) -> (B, T, H)``."""
+    optimizer = recurrax.default_optimizer(1e-3, clip_norm=1.0)
 
-    model = nn.RNN(getattr(nn, cell_name)(hidden))
-    xs = jnp.zeros((batch, time_steps, features), jnp.float32)
-    params = model.init(jax.random.key(0), xs)
-    return params, model.apply
+    def train_step(params, opt_state, xs):
+        loss, grads = jax.value_and_grad(lambda p: jnp.mean(forward(p, xs) ** 2))(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    fwd = jax.jit(forward)
+    grad = jax.jit(jax.grad(lambda p, x: forward(p, x).sum()))
+    step = jax.jit(train_step)
+    opt_state = optimizer.init(params)
+    return {
+        "forward": lambda: fwd(params, xs),
+        "forward+backward": lambda: grad(params, xs),
+        "train step": lambda: step(params, opt_state, xs),
+    }
 
 
-def implementations(family: str) -> dict:
-    """name -> factory(B, T, D, H) returning (params, forward(params, xs))."""
-    impls = {"recurrax": lambda *shape: _recurrax_fns(family, *shape)}
-    anchors = {"lstm": ("LSTMCell", "OptimizedLSTMCell"), "gru": ("GRUCell",)}[family]
-    for cell_name in anchors:
-        impls[f"flax.linen {cell_name}"] = lambda *shape, c=cell_name: _flax_fns(c, *shape)
+def _recurrax(compute_dtype=None):
+    def factory(cell, batch, time_steps, features, hidden):
+        params = recurrax.init_rnn(jax.random.key(0), cell, features, hidden)
+        xs = jax.random.normal(jax.random.key(1), (batch, time_steps, features), jnp.float32)
+        return _jax_modes(params, lambda p, x: recurrax.rnn(p, x, compute_dtype=compute_dtype)[1], xs)
+
+    return factory
+
+
+FLAX_CELLS = {"lstm": ("LSTMCell", "OptimizedLSTMCell"), "gru": ("GRUCell",), "elman": ("SimpleCell",)}
+
+
+def _flax(cell_name):
+    def factory(cell, batch, time_steps, features, hidden):
+        import flax.linen as nn
+
+        model = nn.RNN(getattr(nn, cell_name)(hidden))
+        xs = jax.random.normal(jax.random.key(1), (batch, time_steps, features), jnp.float32)
+        return _jax_modes(model.init(jax.random.key(0), xs), model.apply, xs)
+
+    return factory
+
+
+def _equinox(cell, batch, time_steps, features, hidden):
+    import equinox as eqx
+
+    if cell == "elman":
+        return None
+    module = {"lstm": eqx.nn.LSTMCell, "gru": eqx.nn.GRUCell}[cell](features, hidden, key=jax.random.key(0))
+    xs = jax.random.normal(jax.random.key(1), (batch, time_steps, features), jnp.float32)
+
+    def forward(module, xs):
+        def one(x):  # (T, D): equinox cells take one example; vmap adds the batch
+            zeros = jnp.zeros((hidden,), x.dtype)
+
+            def body(carry, x_t):
+                carry = module(x_t, carry)
+                return carry, carry[0] if cell == "lstm" else carry
+
+            return jax.lax.scan(body, (zeros, zeros) if cell == "lstm" else zeros, x)[1]
+
+        return jax.vmap(one)(xs)
+
+    return _jax_modes(module, forward, xs)
+
+
+def _torch(cell, batch, time_steps, features, hidden):
+    import torch
+
+    torch.manual_seed(0)
+    model = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "elman": torch.nn.RNN}[cell](
+        features, hidden, batch_first=True)
+    return _torch_modes(model, torch.randn(batch, time_steps, features))
+
+
+def _torch_modes(model, xs) -> dict:
+    import torch
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def forward():
+        with torch.no_grad():
+            return model(xs)[0]
+
+    def forward_backward():
+        model.zero_grad()
+        model(xs)[0].sum().backward()
+
+    def train_step():
+        optimizer.zero_grad()
+        loss = model(xs)[0].pow(2).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    return {"forward": forward, "forward+backward": forward_backward, "train step": train_step}
+
+
+def installed(module: str) -> bool:
+    """Whether an optional anchor (``equinox``, ``torch``: the ``bench`` extra) can be imported."""
+    return importlib.util.find_spec(module) is not None
+
+
+def implementations(cell: str, config: Config) -> dict:
+    """name -> factory(cell, B, T, D, H): recurrax first, then the anchors."""
+    impls = {"recurrax": _recurrax()}
+    if cell in config.bf16_cells:
+        impls["recurrax bf16 products"] = _recurrax(jnp.bfloat16)
+    for cell_name in FLAX_CELLS[cell]:
+        impls[f"flax.linen {cell_name}"] = _flax(cell_name)
+    if cell != "elman" and installed("equinox"):
+        impls["equinox"] = _equinox
+    if config.torch and installed("torch"):
+        impls[f"torch.nn.{ {'lstm': 'LSTM', 'gru': 'GRU', 'elman': 'RNN'}[cell]}"] = _torch
     return impls
 
 
-def _timed_interleaved(jobs: list[dict], args_of, repeats: int) -> None:
+# --------------------------------------------------------------------------- timing
+
+
+def _compile_and_warm(fn: Callable) -> float:
+    """Seconds of the first call beyond a warm one (jit tracing + compilation); warms ``fn``."""
+    start = time.perf_counter()
+    _block(fn())
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    _block(fn())
+    return max(0.0, first - (time.perf_counter() - start))
+
+
+def _timed_interleaved(jobs: list[dict], repeats: int) -> None:
     """Append ``repeats`` wall times to each job's ``times``, round-robin across jobs."""
     for _ in range(repeats):
         for job in jobs:
             start = time.perf_counter()
-            _block(job["fn"](*args_of(job)))
+            _block(job["fn"]())
             job["times"].append(time.perf_counter() - start)
 
 
-REMAT_POLICIES = {
-    "plain autodiff": {"fused_backward": False},
-    "fused backward": {"fused_backward": True},
-    "remat every step": {"remat": True},
-    "remat sqrt(T) segments": {"remat": "sqrt"},
-}
-
-
-def bench_remat(shape: tuple, repeats: int) -> list[dict]:
-    """Residual memory, compiled memory and time of one LSTM layer's gradient per remat policy."""
+def bench_shape(cell: str, shape: tuple, config: Config) -> list[dict]:
     batch, time_steps, features, hidden = shape
-    params = recurrax.init_rnn(jax.random.key(0), "lstm", features, hidden)
-    xs = jax.random.normal(jax.random.key(1), (batch, time_steps, features), jnp.float32)
     jobs = []
-    for name, options in REMAT_POLICIES.items():
-        def loss(params, xs, options=options):
-            return recurrax.rnn(params, xs, **options)[1].sum()
-
-        grad = jax.jit(jax.grad(loss))
-        compile_s = _compile_seconds(grad, params, xs)
-        _block(grad(params, xs))
-        jobs.append({"policy": name, "fn": grad, "compile_s": compile_s, "times": [],
-                     "residual_bytes": saved_residual_bytes(loss, params, xs),
-                     "temp_bytes": compiled_temp_bytes(jax.grad(loss), params, xs)})
-    _timed_interleaved(jobs, lambda job: (params, xs), repeats)
-    plain = jobs[0]
-    rows = []
-    for job in jobs:
-        median = 1e3 * statistics.median(job["times"])
-        rows.append({
-            "shape": list(shape), "policy": job["policy"], "median_ms": median,
-            "compile_s": job["compile_s"], "residual_bytes": job["residual_bytes"], "temp_bytes": job["temp_bytes"],
-            "residual_ratio": job["residual_bytes"] / plain["residual_bytes"],
-            "temp_ratio": job["temp_bytes"] / plain["temp_bytes"],
-            "time_ratio": median / (1e3 * statistics.median(plain["times"])),
-        })
-    return rows
-
-
-def _remat_table(rows: list[dict]) -> str:
-    lines = [
-        "| LSTM B, T, D, H | policy | saved residuals MiB | / plain | compiled temp MiB | / plain | median ms | / plain |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {', '.join(map(str, row['shape']))} | {row['policy']} | {row['residual_bytes'] / 2**20:.2f} "
-            f"| {row['residual_ratio']:.3f} | {row['temp_bytes'] / 2**20:.2f} | {row['temp_ratio']:.3f} "
-            f"| {row['median_ms']:.1f} | {row['time_ratio']:.2f} |"
-        )
-    return "\n".join(lines)
-
-
-def bench_shape(family: str, shape: tuple, repeats: int) -> list[dict]:
-    batch, time_steps, features, hidden = shape
-    xs = jax.random.normal(jax.random.key(1), (batch, time_steps, features), jnp.float32)
-    jobs = []
-    for name, factory in implementations(family).items():
-        params, forward = factory(batch, time_steps, features, hidden)
-        fwd = jax.jit(forward)
-        grad = jax.jit(jax.grad(lambda p, x, f=forward: f(p, x).sum()))
-        for mode, fn in (("forward", fwd), ("forward+backward", grad)):
-            compile_s = _compile_seconds(fn, params, xs)
-            _block(fn(params, xs))  # warm-up after compilation
-            jobs.append({"impl": name, "mode": mode, "fn": fn, "params": params,
-                         "compile_s": compile_s, "times": []})
-    _timed_interleaved(jobs, lambda job: (job["params"], xs), repeats)
-    flops_fwd = 2 * batch * time_steps * (features + hidden) * GATES[family] * hidden
+    for name, factory in implementations(cell, config).items():
+        fns = factory(cell, batch, time_steps, features, hidden)
+        if fns is None:
+            continue
+        for mode in config.modes:
+            jobs.append({"impl": name, "mode": mode, "fn": fns[mode], "times": [],
+                         "compile_s": _compile_and_warm(fns[mode])})
+    _timed_interleaved(jobs, config.repeats)
+    flops_fwd = 2 * batch * time_steps * (features + hidden) * GATES[cell] * hidden
     rows = []
     for job in jobs:
         ms = [1e3 * t for t in job["times"]]
-        flops = flops_fwd * (3 if job["mode"] == "forward+backward" else 1)
         median = statistics.median(ms)
+        flops = flops_fwd * (1 if job["mode"] == "forward" else 3)
         rows.append({
-            "cell": family, "shape": list(shape), "impl": job["impl"], "mode": job["mode"],
-            "median_ms": median, "min_ms": min(ms), "max_ms": max(ms),
-            "compile_s": job["compile_s"], "gflops": flops / (median / 1e3) / 1e9,
+            "cell": cell, "shape": list(shape), "impl": job["impl"], "mode": job["mode"], "median_ms": median,
+            "min_ms": min(ms), "max_ms": max(ms), "compile_s": job["compile_s"], "gflops": flops / median / 1e6,
         })
+    for row in rows:
+        ours = next(r for r in rows if r["impl"] == "recurrax" and r["mode"] == row["mode"])
+        row["ratio"] = ours["median_ms"] / row["median_ms"]
     return rows
 
 
@@ -204,33 +277,224 @@ def _table(rows: list[dict], gemm: float) -> str:
     return "\n".join(lines)
 
 
-def run(config: Config, out_dir: pathlib.Path) -> dict:
-    gemm = measure_gemm_gflops(config.gemm_size)
-    machine = f"{platform.processor() or platform.machine()}, {jax.devices()[0].device_kind}, jax {jax.__version__}"
-    print(f"machine: {machine}; float32 GEMM {config.gemm_size}^3: {gemm:.1f} GFLOP/s")
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per (cell, shape, mode): recurrax's time over the fastest anchor's."""
+    out = []
+    for key in dict.fromkeys((r["cell"], tuple(r["shape"]), r["mode"]) for r in rows):
+        group = [r for r in rows if (r["cell"], tuple(r["shape"]), r["mode"]) == key]
+        anchors = [r for r in group if not r["impl"].startswith("recurrax")]
+        if not anchors:
+            continue
+        fastest = min(anchors, key=lambda r: r["median_ms"])
+        ours = next(r for r in group if r["impl"] == "recurrax")
+        out.append({"cell": key[0], "shape": list(key[1]), "mode": key[2], "fastest_anchor": fastest["impl"],
+                    "ratio": ours["median_ms"] / fastest["median_ms"]})
+    return out
+
+
+# --------------------------------------------------------------------------- deep stack
+
+
+def bench_stack(shape: tuple, config: Config) -> list[dict]:
+    """A deep bidirectional LSTM: gradient compile time and forward / forward+backward times."""
+    batch, time_steps, features, hidden, layers = shape
+    xs = jax.random.normal(jax.random.key(1), (batch, time_steps, features), jnp.float32)
+    candidates = {}
+    params = recurrax.init_stack(jax.random.key(0), features, [hidden] * layers, cell="lstm", bidirectional=True)
+    candidates["recurrax"] = (params, lambda p, x: recurrax.stack(p, x)[1])
+    import flax.linen as nn
+
+    class FlaxStack(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            for _ in range(layers):
+                x = nn.Bidirectional(nn.RNN(nn.OptimizedLSTMCell(hidden)), nn.RNN(nn.OptimizedLSTMCell(hidden)))(x)
+            return x
+
+    model = FlaxStack()
+    candidates["flax.linen OptimizedLSTMCell"] = (model.init(jax.random.key(0), xs), model.apply)
+    jobs = []
+    for name, (params, forward) in candidates.items():
+        grad = jax.jit(jax.grad(lambda p, x, f=forward: f(p, x).sum()))
+        start = time.perf_counter()
+        lowered = grad.lower(params, xs)
+        traced = time.perf_counter()
+        lowered.compile()
+        compiled = time.perf_counter()
+        fns = {"forward": functools.partial(jax.jit(forward), params, xs),
+               "forward+backward": functools.partial(grad, params, xs)}
+        for mode, fn in fns.items():
+            _compile_and_warm(fn)
+            jobs.append({"impl": name, "mode": mode, "fn": fn, "times": [],
+                         "trace_s": traced - start, "xla_compile_s": compiled - traced})
+    if config.torch and installed("torch"):
+        import torch
+
+        torch.manual_seed(0)
+        model = torch.nn.LSTM(features, hidden, num_layers=layers, bidirectional=True, batch_first=True)
+        fns = _torch_modes(model, torch.randn(batch, time_steps, features))
+        for mode in ("forward", "forward+backward"):
+            _compile_and_warm(fns[mode])
+            jobs.append({"impl": "torch.nn.LSTM", "mode": mode, "fn": fns[mode], "times": [], "trace_s": None,
+                         "xla_compile_s": None})
+    _timed_interleaved(jobs, config.repeats)
     rows = []
-    for family in config.cells:
-        if family not in GATES:
-            raise ValueError(f"Expected cells among {sorted(GATES)}, got {family!r}.")
+    for job in jobs:
+        trace, xla = job["trace_s"], job["xla_compile_s"]
+        rows.append({"shape": list(shape), "impl": job["impl"], "mode": job["mode"],
+                     "median_ms": 1e3 * statistics.median(job["times"]),
+                     "grad_compile_s": None if trace is None else trace + xla, "trace_s": trace, "xla_compile_s": xla})
+    return rows
+
+
+def _stack_table(rows: list[dict]) -> str:
+    lines = ["| B, T, D, H, layers | impl | mode | median ms | gradient compile s (trace + XLA) |",
+             "|---|---|---|---|---|"]
+    for row in rows:
+        compile_s = ("–" if row["grad_compile_s"] is None
+                     else f"{row['grad_compile_s']:.2f} ({row['trace_s']:.2f} + {row['xla_compile_s']:.2f})")
+        lines.append(f"| {', '.join(map(str, row['shape']))} | {row['impl']} | {row['mode']} "
+                     f"| {row['median_ms']:.1f} | {compile_s} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+REMAT_POLICIES = {
+    "plain autodiff": {"fused_backward": False},
+    "fused backward": {"fused_backward": True},
+    "remat every step": {"remat": True},
+    "remat sqrt(T) segments": {"remat": "sqrt"},
+}
+
+
+def _remat_loss(options: dict) -> Callable:
+    return lambda params, xs: recurrax.rnn(params, xs, **options)[1].sum()
+
+
+@functools.lru_cache(maxsize=None)
+def longest_sequence(policy: str, batch: int, features: int, hidden: int, budget_bytes: float,
+                     high: int = 1 << 30) -> Optional[int]:
+    """Largest T whose jitted gradient under ``REMAT_POLICIES[policy]`` needs at most ``budget_bytes``.
+
+    Bisection on T to 0.1% (``compiled_memory`` of the program lowered on abstract inputs:
+    compiled, never run); ``None`` if even T = 1 does not fit, ``high`` if T = ``high`` fits.
+    """
+    params = recurrax.init_rnn(jax.random.key(0), "lstm", features, hidden)
+    grad = jax.grad(_remat_loss(REMAT_POLICIES[policy]))
+
+    def fits(time_steps: int) -> bool:
+        xs = jax.ShapeDtypeStruct((batch, time_steps, features), jnp.float32)
+        return compiled_memory(grad, params, xs) <= budget_bytes
+
+    if not fits(1):
+        return None
+    low, top = 1, 2
+    while top < high and fits(top):
+        low, top = top, min(2 * top, high)
+    if top == high and fits(high):
+        return high
+    while top - low > max(1, low // 1000):  # to 0.1%
+        middle = (low + top) // 2
+        low, top = (middle, top) if fits(middle) else (low, middle)
+    return low
+
+
+def bench_remat(shape: tuple, config: Config) -> list[dict]:
+    """Residual memory, compiled memory, time and the longest trainable T per remat policy."""
+    batch, time_steps, features, hidden = shape
+    params = recurrax.init_rnn(jax.random.key(0), "lstm", features, hidden)
+    xs = jax.random.normal(jax.random.key(1), (batch, time_steps, features), jnp.float32)
+    budget = config.memory_budget_gib * 2**30
+    jobs = []
+    for name, options in REMAT_POLICIES.items():
+        loss = _remat_loss(options)
+        grad = jax.jit(jax.grad(loss))
+        fn = functools.partial(grad, params, xs)
+        jobs.append({"policy": name, "fn": fn, "compile_s": _compile_and_warm(fn), "times": [],
+                     "residual_bytes": saved_residual_bytes(loss, params, xs),
+                     "temp_bytes": compiled_temp_bytes(jax.grad(loss), params, xs),
+                     "longest_t": longest_sequence(name, batch, features, hidden, budget) if budget else None})
+    _timed_interleaved(jobs, config.repeats)
+    plain = jobs[0]
+    plain_ms = 1e3 * statistics.median(plain["times"])
+    rows = []
+    for job in jobs:
+        median = 1e3 * statistics.median(job["times"])
+        rows.append({
+            "shape": list(shape), "policy": job["policy"], "median_ms": median, "compile_s": job["compile_s"],
+            "residual_bytes": job["residual_bytes"], "temp_bytes": job["temp_bytes"],
+            "residual_ratio": job["residual_bytes"] / plain["residual_bytes"],
+            "temp_ratio": job["temp_bytes"] / plain["temp_bytes"], "time_ratio": median / plain_ms,
+            "longest_t": job["longest_t"],
+        })
+    return rows
+
+
+def _remat_table(rows: list[dict], budget_gib: float) -> str:
+    lines = [
+        f"| LSTM B, T, D, H | policy | saved residuals MiB | / plain | compiled temp MiB | / plain | median ms "
+        f"| / plain | longest T in {budget_gib:g} GiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        longest = "–" if row["longest_t"] is None else f"{row['longest_t']:,}"
+        lines.append(
+            f"| {', '.join(map(str, row['shape']))} | {row['policy']} | {row['residual_bytes'] / 2**20:.2f} "
+            f"| {row['residual_ratio']:.3f} | {row['temp_bytes'] / 2**20:.2f} | {row['temp_ratio']:.3f} "
+            f"| {row['median_ms']:.1f} | {row['time_ratio']:.2f} | {longest} |"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _check_config(config: Config) -> None:
+    for cell in config.cells:
+        if cell not in GATES:
+            raise ValueError(f"Expected cells among {sorted(GATES)}, got {cell!r}.")
+    for mode in config.modes:
+        if mode not in MODES:
+            raise ValueError(f"Expected modes among {MODES}, got {mode!r}.")
+    for shape in config.shapes + config.remat_shapes:
+        if len(shape) != 4:
+            raise ValueError(f"Expected shapes as (B, T, D, H), got {shape!r}.")
+    if len(config.stack_shape) != 5:
+        raise ValueError(f"Expected stack_shape as (B, T, D, H, layers), got {config.stack_shape!r}.")
+
+
+def run(config: Config, out_dir: pathlib.Path) -> dict:
+    _check_config(config)
+    gemm = measure_gemm_gflops(config.gemm_size)
+    machine = (f"{platform.processor() or platform.machine()}, {jax.devices()[0].device_kind}, "
+               f"jax {jax.__version__}")
+    if config.torch and installed("torch"):
+        import torch
+
+        machine += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    print(f"machine: {machine}; float32 GEMM {config.gemm_size}^3: {gemm:.1f} GFLOP/s", flush=True)
+    rows = []
+    for cell in config.cells:
         for shape in config.shapes:
-            if len(shape) != 4:
-                raise ValueError(f"Expected shapes as (B, T, D, H), got {shape!r}.")
-            shape_rows = bench_shape(family, tuple(shape), config.repeats)
-            for row in shape_rows:
-                ours = next(r for r in shape_rows if r["impl"] == "recurrax" and r["mode"] == row["mode"])
-                row["ratio"] = ours["median_ms"] / row["median_ms"]
+            shape_rows = bench_shape(cell, tuple(shape), config)
             rows.extend(shape_rows)
             print(_table(shape_rows, gemm).split("\n", 2)[2], flush=True)
-    table = _table(rows, gemm)
-    worst = max((r["ratio"] for r in rows if r["impl"] != "recurrax"), default=float("nan"))
-    summary = f"worst recurrax/anchor ratio: {worst:.2f}"
-    if len(config.remat_shape) != 4:
-        raise ValueError(f"Expected remat_shape as (B, T, D, H), got {config.remat_shape!r}.")
-    remat_rows = bench_remat(tuple(config.remat_shape), config.repeats)
-    remat_table = _remat_table(remat_rows)
-    print("\n" + table + "\n\n" + summary + "\n\nMemory-bounded BPTT:\n" + remat_table)
-    (out_dir / "results.md").write_text(
-        f"machine: {machine}; GEMM {gemm:.1f} GFLOP/s\n\n{table}\n\n{summary}\n\n"
-        f"Memory-bounded BPTT:\n\n{remat_table}\n"
+    summary = summarise(rows)
+    stack_rows = bench_stack(tuple(config.stack_shape), config)
+    remat_rows = [row for shape in config.remat_shapes for row in bench_remat(tuple(shape), config)]
+    summary_table = "\n".join(
+        ["| cell | B, T, D, H | mode | fastest anchor | recurrax / fastest |", "|---|---|---|---|---|"]
+        + [f"| {s['cell']} | {', '.join(map(str, s['shape']))} | {s['mode']} | {s['fastest_anchor']} "
+           f"| {s['ratio']:.2f} |" for s in summary])
+    report = (
+        f"machine: {machine}; float32 GEMM {config.gemm_size}^3: {gemm:.1f} GFLOP/s\n\n"
+        f"{_table(rows, gemm)}\n\nrecurrax against the fastest anchor:\n\n{summary_table}\n\n"
+        f"Deep bidirectional LSTM:\n\n{_stack_table(stack_rows)}\n\n"
+        f"Memory-bounded BPTT:\n\n{_remat_table(remat_rows, config.memory_budget_gib)}\n"
     )
-    return {"machine": machine, "gemm_gflops": gemm, "rows": rows, "worst_ratio": worst, "remat": remat_rows}
+    print("\n" + report)
+    (out_dir / "results.md").write_text(report)
+    return {"machine": machine, "gemm_gflops": gemm, "rows": rows, "summary": summary, "stack": stack_rows,
+            "remat": remat_rows}

@@ -247,6 +247,7 @@ def unroll_cell(
     reverse: bool = False,
     time_major: bool = False,
     unroll: Union[int, bool] = 1,
+    compute_dtype: Any = None,
 ):
     """``unroll`` of a cell given by its params, with a hand-fused backward pass.
 
@@ -264,6 +265,11 @@ def unroll_cell(
     Stored per step: the carry before the step and the two products (their sum, for cells
     that only read the sum).
 
+    ``compute_dtype`` (e.g. ``jnp.bfloat16``): mixed precision. Every matrix product, forward
+    and backward, takes its operands in that dtype and accumulates in the carry's dtype
+    (``preferred_element_type``); the carry, the gates and the weight gradients stay in the
+    params' dtype. ``None``: everything in the params' dtype.
+
     Limitation: a ``custom_vjp`` function supports reverse mode only; for forward-mode
     derivatives (``jax.jvp``, ``jax.jacfwd``) use ``unroll`` with the cell's ``step``.
     """
@@ -274,29 +280,77 @@ def unroll_cell(
         )
     time, batch_shape, xs_t, mask_t = _prepare(xs, lengths, mask, time_major)
     jax.eval_shape(cells.family_of(params).step, params, carry, xs_t[0])  # static checks, no FLOPs
-    final, ys = _fused_scan(params, carry, xs_t, mask_t, reverse, unroll)
+    final, ys = _fused_scan(params, carry, xs_t, mask_t, reverse, unroll, _check_compute_dtype(compute_dtype))
     return final, (ys if time_major else _batch_major(ys, batch_shape))
 
 
-def _pointwise_on_products(params):
+def _check_compute_dtype(compute_dtype: Any) -> Any:
+    if compute_dtype is None:
+        return None
+    try:
+        dtype = jnp.dtype(compute_dtype)
+    except TypeError:
+        raise ValueError(f"Expected compute_dtype to be a floating dtype or None, got {compute_dtype!r}.") from None
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"Expected compute_dtype to be a floating dtype or None, got {dtype}.")
+    return dtype
+
+
+def _matmul(compute_dtype: Any) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """``a @ b``; with a ``compute_dtype``, on operands cast to it, accumulated in ``a``'s dtype."""
+    if compute_dtype is None:
+        return jnp.matmul
+    return lambda a, b: jnp.matmul(a.astype(compute_dtype), b.astype(compute_dtype), preferred_element_type=a.dtype)
+
+
+def _cast(w: jax.Array, compute_dtype: Any) -> jax.Array:
+    """A kernel in ``compute_dtype``, cast once outside the scan rather than at every step."""
+    return w if compute_dtype is None else w.astype(compute_dtype)
+
+
+def split_step(params: Any, compute_dtype: Any = None) -> StepFn:
+    """The cell's step as ``pointwise(params, c, *products(c, x))``: ``step``'s values, products in
+    ``compute_dtype`` (the plain-autodiff counterpart of ``unroll_cell``'s mixed precision)."""
+    if not cells.has_pointwise_split(params):
+        raise ValueError(
+            f"Mixed precision needs a cell whose step splits into products and a pointwise part; "
+            f"{type(params).__name__} here does not (a reset-before GRU or a reservoir)."
+        )
+    family = cells.family_of(params)
+    products, pointwise = _pointwise_on_products(params, _check_compute_dtype(compute_dtype))
+
+    def step(c, x):
+        jax.eval_shape(family.step, params, c, x)  # the cell's own static checks, no FLOPs
+        return pointwise(params, c, *products(c, x))
+
+    return step
+
+
+def _pointwise_on_products(params, compute_dtype=None):
     """The family's pointwise part as a function of the stored products.
 
     Families whose pointwise part reads the products only through ``zx + zh`` (``SUMS_PRODUCTS``:
     Elman, LSTM) store and differentiate the one sum; the reset-after GRU needs ``zx`` and ``zh``
-    apart (``r ⊙ zh_n``). Returns ``(products(c, x), pointwise(rest, c, *products))``.
+    apart (``r ⊙ zh_n``). Returns ``(products(c, x), pointwise(rest, c, *products))``; the
+    products are formed in ``compute_dtype`` (see ``unroll_cell``).
     """
     family = cells.family_of(params)
+    matmul = _matmul(compute_dtype)
     if getattr(family, "SUMS_PRODUCTS", False):
-        # zh = 0 is a constant that XLA folds away: x + broadcast(0) -> x.
+        # One product [x, h] @ [w_x; w_h] per step instead of two (the stacked kernel is built
+        # once, outside the scan): measured on XLA:CPU, 10% faster forward at H=256, 8% at H=64,
+        # equal at H=1024. zh = 0 is a constant that XLA folds away: x + broadcast(0) -> x.
+        w = _cast(jnp.concatenate([params.w_x, params.w_h], axis=0), compute_dtype)
         return (
-            lambda c, x: (x @ params.w_x + c.h @ params.w_h,),
+            lambda c, x: (matmul(jnp.concatenate([x, c.h], axis=-1), w),),
             lambda rest, c, z: family.pointwise(rest, c, z, jnp.zeros_like(z)),
         )
-    return (lambda c, x: (x @ params.w_x, c.h @ params.w_h)), family.pointwise
+    w_x, w_h = _cast(params.w_x, compute_dtype), _cast(params.w_h, compute_dtype)
+    return (lambda c, x: (matmul(x, w_x), matmul(c.h, w_h))), family.pointwise
 
 
-def _fused_forward(params, carry, xs_t, mask_t, reverse, unroll, save):
-    products, pointwise = _pointwise_on_products(params)
+def _fused_forward(params, carry, xs_t, mask_t, reverse, unroll, compute_dtype, save):
+    products, pointwise = _pointwise_on_products(params, compute_dtype)
 
     def body(c, inputs):
         x, m = inputs
@@ -308,28 +362,29 @@ def _fused_forward(params, carry, xs_t, mask_t, reverse, unroll, save):
     return (final, ys), saved
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _fused_scan(params, carry, xs_t, mask_t, reverse, unroll):
-    return _fused_forward(params, carry, xs_t, mask_t, reverse, unroll, save=False)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _fused_scan(params, carry, xs_t, mask_t, reverse, unroll, compute_dtype):
+    return _fused_forward(params, carry, xs_t, mask_t, reverse, unroll, compute_dtype, save=False)[0]
 
 
-def _fused_scan_fwd(params, carry, xs_t, mask_t, reverse, unroll):
-    out, saved = _fused_forward(params, carry, xs_t, mask_t, reverse, unroll, save=True)
+def _fused_scan_fwd(params, carry, xs_t, mask_t, reverse, unroll, compute_dtype):
+    out, saved = _fused_forward(params, carry, xs_t, mask_t, reverse, unroll, compute_dtype, save=True)
     return out, (params, xs_t, mask_t, saved)
 
 
-def _fused_scan_bwd(reverse, unroll, residuals, cotangents):
+def _fused_scan_bwd(reverse, unroll, compute_dtype, residuals, cotangents):
     params, xs_t, mask_t, (prev, products) = residuals
     d_final, d_ys = cotangents
-    _, pointwise = _pointwise_on_products(params)
+    _, pointwise = _pointwise_on_products(params, compute_dtype)
+    matmul = _matmul(compute_dtype)
     rest = params._replace(w_x=None, w_h=None)  # what pointwise differentiates
-    w_h_t = params.w_h.T  # transposed once, outside the loop
+    w_h_t = _cast(params.w_h.T, compute_dtype)  # transposed once, outside the loop
 
     def body(d_c, inputs):
         c, z, m, dy = inputs
         _, vjp = jax.vjp(lambda r, c, *z: _freeze(m, *pointwise(r, c, *z), c), rest, c, *z)
         d_rest, d_prev, *d_z = vjp((d_c, dy))
-        d_prev = d_prev._replace(h=d_prev.h + d_z[-1] @ w_h_t)
+        d_prev = d_prev._replace(h=d_prev.h + matmul(d_z[-1], w_h_t))
         return d_prev, (d_rest, d_z)
 
     d_carry, (d_rest, d_z) = jax.lax.scan(
@@ -341,9 +396,9 @@ def _fused_scan_bwd(reverse, unroll, residuals, cotangents):
         return a.reshape(-1, a.shape[-1])
 
     d_params = jax.tree.map(lambda g: g.sum(0), d_rest)._replace(
-        w_x=rows(xs_t).T @ rows(d_zx), w_h=rows(prev.h).T @ rows(d_zh)
+        w_x=matmul(rows(xs_t).T, rows(d_zx)), w_h=matmul(rows(prev.h).T, rows(d_zh))
     )
-    return d_params, d_carry, d_zx @ params.w_x.T, None
+    return d_params, d_carry, matmul(d_zx, params.w_x.T), None
 
 
 _fused_scan.defvjp(_fused_scan_fwd, _fused_scan_bwd)

@@ -34,13 +34,35 @@ def test_bench_quick_writes_rows_with_ratios(tmp_path):
     rows = results["rows"]
     impls = {(row["cell"], row["impl"], row["mode"]) for row in rows}
     assert ("lstm", "flax.linen OptimizedLSTMCell", "forward+backward") in impls
-    assert ("gru", "flax.linen GRUCell", "forward") in impls
+    assert ("lstm", "recurrax bf16 products", "forward") in impls
+    if bench.installed("equinox"):  # an optional anchor (the bench extra)
+        assert ("gru", "equinox", "forward") in impls
     for row in rows:
         assert row["min_ms"] <= row["median_ms"] <= row["max_ms"]
         ours = next(r for r in rows if r["cell"] == row["cell"] and r["impl"] == "recurrax"
                     and r["mode"] == row["mode"])
         assert row["ratio"] == pytest.approx(ours["median_ms"] / row["median_ms"])
-    assert (tmp_path / "results.md").read_text().count("| recurrax |") == 4
+    for entry in results["summary"]:  # the fastest anchor, never a recurrax variant
+        group = [r for r in rows if r["cell"] == entry["cell"] and r["mode"] == entry["mode"]
+                 and not r["impl"].startswith("recurrax")]
+        assert entry["fastest_anchor"] == min(group, key=lambda r: r["median_ms"])["impl"]
+    assert {row["impl"] for row in results["stack"]} == {"recurrax", "flax.linen OptimizedLSTMCell"}
+    remat = {row["policy"]: row for row in results["remat"]}
+    assert remat["remat sqrt(T) segments"]["residual_ratio"] < remat["fused backward"]["residual_ratio"] < 1.0
+    # 2 cells × 2 modes, and the stack's forward and forward+backward.
+    assert (tmp_path / "results.md").read_text().count("| recurrax |") == 6
+
+
+def test_bench_longest_sequence_is_the_largest_that_fits():
+    from experiments._measure import compiled_memory
+
+    import recurrax
+
+    params = recurrax.init_rnn(jax.random.key(0), "lstm", 4, 8)
+    grad = jax.grad(lambda p, x: recurrax.rnn(p, x, fused_backward=False)[1].sum())
+    # Plain BPTT stores every step, so memory grows with T: the budget of T = 64 admits 64, not 65.
+    budget = compiled_memory(grad, params, jax.ShapeDtypeStruct((2, 64, 4), np.float32))
+    assert bench.longest_sequence("plain autodiff", 2, 4, 8, budget) == 64
 
 
 def test_bench_gradients_agree_with_flax_cell_math():
