@@ -103,6 +103,38 @@ def apply_gradients(
     return TrainState(params, opt_state, state.step + 1, key), metrics
 
 
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    """() bool: every floating leaf of ``tree`` is finite (one reduction, one transfer)."""
+    leaves = [leaf for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    return jnp.stack([jnp.isfinite(leaf).all() for leaf in leaves]).all() if leaves else jnp.array(True)
+
+
+def _first_non_finite_leaf(tree: Any) -> str:
+    """The path of the first leaf of ``tree`` holding a NaN or an infinity (for messages)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if jnp.issubdtype(leaf.dtype, jnp.inexact) and not np.isfinite(np.asarray(leaf)).all():
+            return jax.tree_util.keystr(path)
+    return ""
+
+
+def _non_finite(loss: float, grad_norm: float, params: Any) -> Optional[str]:
+    """Which quantity of a step is not finite (named for the message), or ``None``.
+
+    The gradient norm is checked besides the loss because a finite loss can have a NaN gradient
+    (``sqrt`` at 0, a bad custom VJP), and the params because a finite gradient can still give
+    non-finite params (an overflowing update); only the params of the new state are checked,
+    since optimiser states may hold infinities on purpose (``reduce_on_plateau``'s best value).
+    """
+    if not math.isfinite(loss):
+        return f"loss became {loss}"
+    if not math.isfinite(grad_norm):
+        return f"gradient norm became {grad_norm}"
+    if not bool(_all_finite(params)):
+        return "params became non-finite"
+    return None
+
+
 def _evaluate(eval_fn: Callable[[Any], dict], params: Any) -> dict:
     return {f"eval_{name}": float(value) for name, value in eval_fn(params).items()}
 
@@ -133,7 +165,7 @@ def _save(directory: str, state: TrainState, max_to_keep: Optional[int]) -> int:
 class FitResult(NamedTuple):
     """What ``fit`` returns."""
 
-    state: TrainState  # the last state whose loss was finite
+    state: TrainState  # the last finite state (loss, gradient norm and params all finite)
     history: list  # one dict per logged step: step, loss, grad_norm (and eval metrics)
     stopped: Optional[str]  # why training stopped early, or None
 
@@ -167,8 +199,9 @@ def fit(
         not hold checkpoints beyond ``state.step``: resume with ``restore_checkpoint`` first.
       max_to_keep: keep only the newest this many checkpoints (default all).
 
-    A non-finite loss stops training at once with a message naming the step; the returned
-    state is the last one whose loss was finite (the update that produced NaN is discarded).
+    A non-finite loss, gradient norm or params stops training at once with a message naming the
+    quantity and the step; the update that produced it is discarded, so the returned (and
+    checkpointed) state is the last finite one. The given ``state`` must have finite params.
     """
     if num_steps is not None and (not isinstance(num_steps, int) or num_steps <= 0):
         raise ValueError(f"Expected num_steps to be a positive integer or None, got {num_steps!r}.")
@@ -181,6 +214,12 @@ def fit(
         raise ValueError(f"checkpoint_every={checkpoint_every} needs a checkpoint_dir; got None.")
     if callable(batches) and num_steps is None:
         raise ValueError("Expected num_steps with batches given as a function of the step.")
+    if not bool(_all_finite(state.params)):
+        # Every state kept below passes the same check, so no checkpoint is ever non-finite.
+        raise ValueError(
+            "Expected a state with finite params, got NaN or infinite values in "
+            f"params{_first_non_finite_leaf(state.params)}."
+        )
     saved = _check_checkpoint_dir(checkpoint_dir, state)
     from tqdm.auto import tqdm
 
@@ -201,10 +240,11 @@ def fit(
             new_state, metrics = train_step(state, batch)
             loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
             step = int(new_state.step)
-            if not math.isfinite(loss):
+            problem = _non_finite(loss, grad_norm, new_state.params)
+            if problem is not None:
                 stopped = (
-                    f"loss became {loss} at step {step} (grad norm {grad_norm}); stopped, returning "
-                    f"the state after step {step - 1}."
+                    f"{problem} at step {step} (loss {loss}, grad norm {grad_norm}); stopped, "
+                    f"returning the state after step {int(state.step)}."
                 )
                 if progress:
                     print(stopped)

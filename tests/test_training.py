@@ -205,6 +205,54 @@ def test_fit_stops_at_nan_naming_the_step(capsys):
     assert "at step 3" in capsys.readouterr().out
 
 
+@jax.custom_vjp
+def _nan_gradient_if(x, poison):
+    return x  # the identity, whose gradient is NaN where ``poison`` is set
+
+
+_nan_gradient_if.defvjp(lambda x, poison: (x, poison), lambda poison, g: (jnp.where(poison, jnp.nan, g), None))
+
+
+def test_fit_discards_an_update_whose_gradient_is_nan_and_never_checkpoints_it(tmp_path):
+    optimizer = recurrax.default_optimizer(1e-2)
+    state = recurrax.init_train_state(_model(jax.random.key(0)), optimizer, jax.random.key(1))
+
+    def loss(params, batch, key):
+        *data, poison = batch
+        return _regression_loss(jax.tree.map(lambda p: _nan_gradient_if(p, poison), params), tuple(data), key)
+
+    step = recurrax.make_train_step(loss, optimizer)
+    batches = lambda i: (*_batch(jax.random.key(i)), jnp.array(i == 2))  # the update to step 3 is poisoned
+    assert math.isfinite(float(loss(state.params, batches(2), None)))  # only its gradient is NaN
+    result = recurrax.fit(state, step, batches, num_steps=5, progress=False, checkpoint_dir=tmp_path)
+    assert "gradient norm became nan at step 3" in result.stopped
+    reference = state  # the two clean updates, taken by hand
+    for i in range(2):
+        reference, _ = step(reference, batches(i))
+    chex.assert_trees_all_equal(result.state.params, reference.params)
+    assert int(result.state.step) == 2 and [r["step"] for r in result.history] == [1, 2]
+    assert recurrax.checkpoint_steps(tmp_path) == [2]
+    chex.assert_trees_all_equal(recurrax.restore_checkpoint(tmp_path, state).params, reference.params)
+
+
+def test_fit_discards_an_update_that_makes_params_non_finite(tmp_path):
+    # A finite loss and gradient, but the third update overflows the params to infinity.
+    overflow = optax.scale_by_schedule(lambda count: jnp.where(count == 2, jnp.inf, 1.0))
+    optimizer = optax.chain(overflow, optax.sgd(1e-2))
+    state = recurrax.init_train_state(_model(jax.random.key(0)), optimizer, jax.random.key(1))
+    step = recurrax.make_train_step(_regression_loss, optimizer)
+    batches = lambda i: _batch(jax.random.key(i))
+    result = recurrax.fit(state, step, batches, num_steps=5, progress=False, checkpoint_dir=tmp_path)
+    assert "params became non-finite at step 3" in result.stopped
+    assert int(result.state.step) == 2 and recurrax.checkpoint_steps(tmp_path) == [2]
+    assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(result.state.params))
+    nan_state = state._replace(params={**state.params, "head": jax.tree.map(lambda p: p * jnp.nan, state.params["head"])})
+    with pytest.raises(ValueError, match=r"Expected a state with finite params, got NaN or infinite values in "
+                                         r"params\['head'\]"):
+        recurrax.fit(nan_state, step, batches, num_steps=1, progress=False, checkpoint_dir=tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+
 def test_batch_that_does_not_match_the_model_is_a_clear_error():
     optimizer = recurrax.default_optimizer(1e-2)
     state = recurrax.init_train_state(_model(jax.random.key(0)), optimizer, jax.random.key(1))
