@@ -8,7 +8,7 @@ jitted call fails with the same message instead of silently truncating.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -75,16 +75,61 @@ def check_int_range(values: jax.Array, low: int, high: int, name: str, why: str)
         check(values)
 
 
-def check_lengths(lengths: Any, batch_shape: tuple[int, ...], time: int) -> jax.Array:
-    """Validate sequence lengths: shape ``batch_shape``, integer dtype, values in [0, time]."""
-    lengths = jnp.asarray(check_array(lengths, "lengths"))
-    if tuple(lengths.shape) != tuple(batch_shape):
+def check_lengths(lengths: Any, batch_shape: Sequence[int], time: int) -> jax.Array:
+    """Validate the lengths of right-padded sequences and return them as an integer ``jax.Array``.
+
+    ``lengths`` is any array-like of integers (a JAX or NumPy array, a list, a Python int for
+    one unbatched sequence) of shape ``batch_shape``, each value in ``[0, time]``. Shape and
+    dtype are checked at once. Concrete values are checked at once too; traced ones (inside
+    ``jit``) only when the compiled call runs, by a ``jax.debug.callback``, so there a bad length
+    raises ``jax.errors.JaxRuntimeError`` (carrying the same message) instead of ``ValueError``
+    and JAX prints the callback's traceback on stderr. To get the ``ValueError``, call this on
+    the concrete lengths before the jitted call, as in the example.
+
+    Args:
+      lengths: integers of shape ``batch_shape``.
+      batch_shape: the batch shape of the sequences, e.g. ``xs.shape[:-2]`` for ``(*batch, T, D)``.
+      time: T, the padded length of the time axis.
+
+    Returns:
+      ``lengths`` as a ``jax.Array`` with their integer dtype.
+
+    Raises:
+      ValueError: naming the expected and the received shape, dtype or range.
+
+    >>> xs = jnp.ones((2, 5, 3))                                   # (batch, time, features)
+    >>> check_lengths([5, 2], xs.shape[:-2], xs.shape[-2]).tolist()
+    [5, 2]
+    >>> check_lengths([5, 6], xs.shape[:-2], xs.shape[-2])
+    Traceback (most recent call last):
+    ValueError: Expected lengths in [0, 5] (the time axis has 5 steps), got lengths with min 5 and max 6.
+    """
+    if not (isinstance(time, (int, np.integer)) and not isinstance(time, bool) and time >= 0):
+        raise ValueError(f"Expected time to be a non-negative integer, got {time!r}.")
+    if not isinstance(batch_shape, (tuple, list)) or not all(
+        isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in batch_shape
+    ):
+        raise ValueError(f"Expected batch_shape to be a tuple of integers, got {batch_shape!r}.")
+    batch_shape = tuple(int(n) for n in batch_shape)
+    if not (hasattr(lengths, "shape") and hasattr(lengths, "dtype")):
+        # A list or a Python int: read it on the host, where its values are exact (a JAX
+        # conversion would first wrap int64 values above 2**31 when x64 is off).
+        try:
+            array = np.asarray(lengths)
+        except (TypeError, ValueError):  # e.g. a ragged list
+            array = None
+        if array is None or array.dtype.kind not in "biuf":  # bool, float: the dtype error below
+            raise ValueError(
+                f"Expected lengths to be an array-like of integers, got {type(lengths).__name__}."
+            )
+        lengths = array
+    if tuple(lengths.shape) != batch_shape:
         raise ValueError(
-            f"Expected lengths with shape {tuple(batch_shape)} (the batch shape of xs), "
+            f"Expected lengths with shape {batch_shape} (the batch shape of xs), "
             f"got shape {tuple(lengths.shape)}."
         )
     if not jnp.issubdtype(lengths.dtype, jnp.integer):
         raise ValueError(f"Expected lengths with an integer dtype, got dtype {lengths.dtype}.")
 
     check_int_range(lengths, 0, time + 1, "lengths", f"the time axis has {time} steps")
-    return lengths
+    return jnp.asarray(lengths)
