@@ -11,13 +11,21 @@ deleted when ``max_to_keep`` asks for it.
 
 Typed PRNG keys (``jax.random.key``) are stored as their key data and re-wrapped with the
 template's key implementation, so a resumed run draws the same random numbers.
+
+A failed restore leaves nothing on stderr but the ``CheckpointError``: the first restore
+installs filters on ``sys.unraisablehook`` and on the ``asyncio`` logger that drop only the
+leftovers of orbax's failed reads (see ``_quiet_orbax_after_failure``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
+import logging
 import os
 import pathlib
+import sys
+import traceback
 from typing import Any, Optional, Union
 
 import jax
@@ -57,6 +65,60 @@ def _manager(directory: PathLike, max_to_keep: Optional[int] = None, create: boo
 
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create)
     return ocp.CheckpointManager(pathlib.Path(directory).absolute(), options=options)
+
+
+def _from_orbax(error: BaseException) -> bool:
+    """True for an error raised by orbax's or tensorstore's reads."""
+    files = [frame.filename for frame in traceback.extract_tb(error.__traceback__)]
+    return "tensorstore_spec=" in str(error) or any(
+        f"{os.sep}{package}{os.sep}" in name for name in files for package in ("orbax", "tensorstore")
+    )
+
+
+def _is_orbax_leftover(unraisable: Any) -> bool:
+    """True for the unraisable exceptions a failed orbax restore leaves behind, and only those."""
+    error, obj = unraisable.exc_value, unraisable.object
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return "call_soon_threadsafe" in [frame.name for frame in traceback.extract_tb(unraisable.exc_traceback)]
+    return inspect.iscoroutine(obj) and f"{os.sep}orbax{os.sep}" in obj.cr_code.co_filename
+
+
+class _DropOrbaxLeftovers(logging.Filter):
+    """Drops asyncio's "exception was never retrieved" records for orbax's abandoned reads."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        abandoned = str(record.msg).startswith(("Future exception was never retrieved",
+                                                "Task exception was never retrieved"))
+        return not (abandoned and error is not None and _from_orbax(error))
+
+
+def _quiet_orbax_after_failure() -> None:
+    """Drop the tracebacks orbax prints on stderr after a failed restore (installed once).
+
+    When one array read fails, orbax's restore raises at once and closes its event loop while
+    tensorstore is still finishing the other reads. Each late read then tries to wake the closed
+    loop from a tensorstore thread, and Python prints that ``RuntimeError`` (and any read
+    coroutine that died unawaited) as an unraisable exception; asyncio logs the abandoned
+    futures' errors when they are collected. All of it comes up to many milliseconds after
+    ``restore_checkpoint`` has raised. Nobody waits for those reads, orbax gives no handle to
+    drain them, and the ``CheckpointError`` already says what failed, so their tracebacks are
+    noise. Every other unraisable exception goes to the hook that was installed before, and
+    every other asyncio record is logged as before.
+    """
+    asyncio_logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _DropOrbaxLeftovers) for f in asyncio_logger.filters):
+        asyncio_logger.addFilter(_DropOrbaxLeftovers())
+    previous = sys.unraisablehook
+    if getattr(previous, "_drops_orbax_leftovers", False):
+        return
+
+    def hook(unraisable):
+        if not _is_orbax_leftover(unraisable):
+            previous(unraisable)
+
+    hook._drops_orbax_leftovers = True
+    sys.unraisablehook = hook
 
 
 def checkpoint_steps(directory: PathLike) -> list[int]:
@@ -114,6 +176,7 @@ def restore_checkpoint(directory: PathLike, like: Any, *, step: Optional[int] = 
         raise CheckpointError(f"No checkpoint for step {step} in {directory}; available steps: {steps}.")
     where = f"Checkpoint {pathlib.Path(directory) / str(step)}"
     plain_like = _plain(like)
+    _quiet_orbax_after_failure()  # before any read: the leftovers can arrive before our except runs
     manager = _manager(directory)
     try:
         try:

@@ -2,6 +2,9 @@
 missing, corrupt and mismatched checkpoints raise ``CheckpointError``, never a fresh start."""
 
 import pathlib
+import subprocess
+import sys
+import textwrap
 
 import chex
 import jax
@@ -155,3 +158,49 @@ def test_corrupt_checkpoint_is_an_error(tmp_path, damage):
             path.unlink()
     with pytest.raises(recurrax.CheckpointError, match="is corrupt"):
         recurrax.restore_checkpoint(tmp_path, state)
+
+
+FAILED_RESTORES = textwrap.dedent("""
+    import asyncio, gc, pathlib, sys, time
+    import jax, jax.numpy as jnp
+    import recurrax
+
+    # Many leaves: many reads in flight when the first one fails.
+    params = {f"w{i}": jnp.full((16, 16), float(i)) for i in range(20)}
+    state = recurrax.init_train_state(params, recurrax.default_optimizer(1e-2), jax.random.key(0))
+    for attempt in range(8):
+        directory = pathlib.Path(sys.argv[1]) / str(attempt)
+        recurrax.save_checkpoint(directory, state)
+        for path in (directory / "0" / "state" / "d").iterdir():  # truncate every array file
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        try:
+            recurrax.restore_checkpoint(directory, state)
+        except recurrax.CheckpointError as error:
+            print(error)
+    time.sleep(0.5)  # time for late callbacks to reach stderr
+
+    class Other:  # unrelated leftovers must still be reported
+        def __del__(self):
+            raise ValueError("an unrelated error")
+
+    Other()
+    loop = asyncio.new_event_loop()
+    loop.create_future().set_exception(ValueError("an unrelated future"))
+    loop.close()
+    gc.collect()
+""")
+
+
+def test_failed_restore_leaves_no_traceback_on_stderr(tmp_path):
+    # Before: tensorstore's late reads printed "RuntimeError: Event loop is closed" tracebacks
+    # after the CheckpointError. A subprocess, because they arrive after restore_checkpoint returns.
+    root = pathlib.Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", FAILED_RESTORES, str(tmp_path)], capture_output=True, text=True,
+                          cwd=root, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("is corrupt: its arrays cannot be read") == 8
+    for leftover in ("Event loop is closed", "Exception ignored in: <coroutine", "exception was never retrieved\n"
+                     "future: <Future finished exception=ValueError('OUT_OF_RANGE", "tensorstore"):
+        assert leftover not in done.stderr
+    assert done.stderr.count("Traceback") == 1 and "ValueError: an unrelated error" in done.stderr
+    assert "Future exception was never retrieved" in done.stderr and "ValueError: an unrelated future" in done.stderr
