@@ -5,7 +5,9 @@ outputs with respect to the parameters) and a full training step (gradient of th
 output, ``clip_by_global_norm(1)`` + Adam, the parameters updated). Implementations, each on its
 own parameters of the same sizes:
 
-- recurrax (``recurrax.rnn``, its defaults: the fused backward pass below H = 1024), and for
+- recurrax (``recurrax.rnn``, its defaults: the fused backward pass below H = 1024) for any cell
+  family: a registered name or a user's family as ``package.module:attribute`` (anchors and
+  FLOP counts exist for ``lstm``, ``gru`` and ``elman`` only), and for
   ``bf16_cells`` also with ``compute_dtype=bfloat16`` (products on bfloat16 operands, float32
   accumulation; a row of its own, not an anchor);
 - flax.linen through ``nn.RNN``: ``LSTMCell`` and ``OptimizedLSTMCell``, ``GRUCell``,
@@ -52,7 +54,22 @@ import recurrax
 from experiments._measure import compiled_memory, compiled_temp_bytes, saved_residual_bytes
 
 SHAPES = ((32, 256, 64, 256), (16, 1000, 32, 64), (64, 128, 256, 1024), (16, 10_000, 32, 64))
-GATES = {"lstm": 4, "gru": 3, "elman": 1}
+GATES = {"lstm": 4, "gru": 3, "elman": 1}  # the cells with anchors; FLOPs counted for these
+
+
+def resolve_cell(cell: str):
+    """A bench cell: a registered name (``"lstm"``, ``"mingru"``, ...) or ``"package.module:attribute"``,
+    a user's cell family (imported and registered under that spec, so it runs exactly as a user calls it)."""
+    if ":" in cell:
+        import importlib
+
+        module_name, _, attribute = cell.partition(":")
+        try:
+            family = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as error:
+            raise ValueError(f"Expected a cell as 'package.module:attribute', could not load {cell!r}: {error}") from None
+        return recurrax.register_cell(family, cell, overwrite=True)
+    return recurrax.cells.resolve_family(cell)
 MODES = ("forward", "forward+backward", "train step")
 
 
@@ -119,7 +136,7 @@ def _jax_modes(params, forward: Callable, xs) -> dict:
 
 def _recurrax(compute_dtype=None):
     def factory(cell, batch, time_steps, features, hidden):
-        params = recurrax.init_rnn(jax.random.key(0), cell, features, hidden)
+        params = recurrax.init_rnn(jax.random.key(0), resolve_cell(cell), features, hidden)
         xs = jax.random.normal(jax.random.key(1), (batch, time_steps, features), jnp.float32)
         return _jax_modes(params, lambda p, x: recurrax.rnn(p, x, compute_dtype=compute_dtype)[1], xs)
 
@@ -201,10 +218,12 @@ def installed(module: str) -> bool:
 
 
 def implementations(cell: str, config: Config) -> dict:
-    """name -> factory(cell, B, T, D, H): recurrax first, then the anchors."""
+    """name -> factory(cell, B, T, D, H): recurrax first, then the anchors (built-in cells only)."""
     impls = {"recurrax": _recurrax()}
     if cell in config.bf16_cells:
         impls["recurrax bf16 products"] = _recurrax(jnp.bfloat16)
+    if cell not in GATES:  # a cell no other library has: recurrax alone, no ratio to an anchor
+        return impls
     for cell_name in FLAX_CELLS[cell]:
         impls[f"flax.linen {cell_name}"] = _flax(cell_name)
     if cell != "elman" and installed("equinox"):
@@ -247,7 +266,8 @@ def bench_shape(cell: str, shape: tuple, config: Config) -> list[dict]:
             jobs.append({"impl": name, "mode": mode, "fn": fns[mode], "times": [],
                          "compile_s": _compile_and_warm(fns[mode])})
     _timed_interleaved(jobs, config.repeats)
-    flops_fwd = 2 * batch * time_steps * (features + hidden) * GATES[cell] * hidden
+    gates = GATES.get(cell)  # FLOPs of other cells are not counted (NaN GFLOP/s)
+    flops_fwd = 2 * batch * time_steps * (features + hidden) * gates * hidden if gates else float("nan")
     rows = []
     for job in jobs:
         ms = [1e3 * t for t in job["times"]]
@@ -453,8 +473,7 @@ def _remat_table(rows: list[dict], budget_gib: float) -> str:
 
 def _check_config(config: Config) -> None:
     for cell in config.cells:
-        if cell not in GATES:
-            raise ValueError(f"Expected cells among {sorted(GATES)}, got {cell!r}.")
+        resolve_cell(cell)  # a registered name or a loadable 'module:attribute', else ValueError
     for mode in config.modes:
         if mode not in MODES:
             raise ValueError(f"Expected modes among {MODES}, got {mode!r}.")

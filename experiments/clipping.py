@@ -68,7 +68,7 @@ def _run(config: Config, params, threshold) -> dict:
     eval_task = tasks.adding_problem(jax.random.key(config.seed + 10**6), config.eval_size, config.length)
     probe = jax.random.uniform(jax.random.key(config.seed + 3), (config.length, 2))
     track = gf.tracker(lambda p: p["cell"], lambda p: functools.partial(recurrax.elman.step, p["cell"]),
-                       recurrax.elman.initial_carry(params["cell"]), probe)
+                       recurrax.elman.initial_carry(params["cell"]), probe, cell="elman")
     eval_loss = jax.jit(lambda p: _loss(p, eval_task, None))
 
     def evaluate(p):

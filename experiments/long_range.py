@@ -1,4 +1,4 @@
-"""Long-range tasks: tanh RNN, IRNN, LSTM and GRU with the same budget on three problems.
+"""Long-range tasks: tanh RNN, IRNN, LSTM, GRU, minGRU, minLSTM, IndRNN and LRU, same budget.
 
 Tasks (``recurrax.tasks``, fresh batches from a seed each step, a fixed held-out batch):
 
@@ -8,11 +8,19 @@ Tasks (``recurrax.tasks``, fresh batches from a seed each step, a fixed held-out
 - temporal order at T = ``order_length``: accuracy at the last step; chance 0.25.
 
 Cells (``hidden_size`` units, one layer, dense readout): tanh RNN (orthogonal ``W_h``), IRNN
-(ReLU, identity ``W_h``, Le et al. 2015), LSTM (forget bias 1) and GRU. Every cell gets the
-same optimiser (``clip_by_global_norm(clip_norm)`` + Adam, learning rate ``learning_rate``,
-except the IRNN's ``irnn_learning_rate``: Le et al. train it with a smaller one), ``steps``
-updates of ``batch_size`` sequences, and the same batches. Reported per task and cell: the
-held-out metric, the baseline, and wall time.
+(ReLU, identity ``W_h``, Le et al. 2015), LSTM (forget bias 1), GRU, minGRU and minLSTM (Feng
+et al. 2024, default options), IndRNN (Li et al. 2018: ReLU, ``|u| ≤ 2^{1/T}`` at the task's
+sequence length ``T``, ``u`` drawn from ``[0, 2^{1/T}]``) and the LRU (Orvieto et al. 2023:
+ring ``0.9 ≤ |λ| ≤ 0.999``, phases in ``(0, π/10]``, the paper's long-sequence regime scaled to
+these ~100-step tasks). The LRU is linear from input to output, so its outputs pass through a
+GELU before the dense readout, as in the paper's block (LRU, then a GELU-activated layer);
+without it the whole model would be linear in the inputs and could not form the products the
+adding and temporal-order tasks need. The GELU has no parameters: every model keeps the same
+head. Every cell gets the same optimiser (``clip_by_global_norm(clip_norm)`` + Adam, learning
+rate ``learning_rate``, except the IRNN's ``irnn_learning_rate``: Le et al. train it with a
+smaller one; IndRNN keeps the common rate, its clipped recurrence being bounded by
+construction), ``steps`` updates of ``batch_size`` sequences, and the same batches. Reported per
+task and cell: the held-out metric, the baseline, and wall time.
 """
 
 from __future__ import annotations
@@ -30,12 +38,20 @@ import optax
 import recurrax
 from recurrax import tasks
 
+# name: (registered family, init options); an option given as a function is called with the
+# task's sequence length T.
 CELLS = {
     "tanh RNN": ("elman", {"activation": "tanh"}),
     "IRNN": ("elman", {"activation": "relu", "recurrent_init": "identity"}),
     "LSTM": ("lstm", {}),
     "GRU": ("gru", {}),
+    "minGRU": ("mingru", {}),
+    "minLSTM": ("minlstm", {}),
+    "IndRNN": ("indrnn", {"activation": "relu", "recurrent_max": recurrax.indrnn.recurrent_bound}),
+    "LRU": ("lru", {"r_min": 0.9, "r_max": 0.999, "max_phase": math.pi / 10}),
 }
+# A parameter-free nonlinearity between a cell's outputs and the dense readout (see above).
+READOUT_ACTIVATION = {"LRU": jax.nn.gelu}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,21 +87,23 @@ def _task(config: Config, name: str):
     raise ValueError(f"Expected tasks among ('adding', 'copy', 'temporal_order'), got {name!r}.")
 
 
-def _predict(params, xs):
+def _predict(params, xs, activation=None):
     _, hs = recurrax.rnn(params["rnn"], xs)
+    if activation is not None:
+        hs = activation(hs)
     return recurrax.dense(params["head"], hs)
 
 
-def _losses(task_name: str):
+def _losses(task_name: str, activation=None):
     """``loss(params, task) -> scalar`` and ``metrics(params, task) -> dict`` on scored steps."""
     def loss(params, task):
-        outputs = _predict(params, task.xs)
+        outputs = _predict(params, task.xs, activation)
         if task_name == "adding":
             return jnp.mean((outputs[:, -1] - task.targets[:, -1]) ** 2)
         return recurrax.sequence_cross_entropy(outputs, task.targets, mask=task.teaching)
 
     def metrics(params, task):
-        outputs = _predict(params, task.xs)
+        outputs = _predict(params, task.xs, activation)
         value = loss(params, task)
         if task_name == "adding":
             return {"metric": value}
@@ -101,12 +119,14 @@ def train_one(config: Config, task_name: str, cell_name: str) -> dict:
     make, out_size, metric_name, baseline = _task(config, task_name)
     family, cell_kwargs = CELLS[cell_name]
     example = make(jax.random.key(0), 1)
+    length = example.xs.shape[-2]
+    cell_kwargs = {k: v(length) if callable(v) else v for k, v in cell_kwargs.items()}
     k_rnn, k_head = jax.random.split(jax.random.key(config.seed))
     params = {"rnn": recurrax.init_rnn(k_rnn, family, example.xs.shape[-1], config.hidden_size, **cell_kwargs),
               "head": recurrax.init_dense(k_head, config.hidden_size, out_size)}
     lr = config.irnn_learning_rate if cell_name == "IRNN" else config.learning_rate
     optimizer = recurrax.default_optimizer(lr, config.clip_norm)
-    loss, metrics = _losses(task_name)
+    loss, metrics = _losses(task_name, READOUT_ACTIVATION.get(cell_name))
     eval_task = make(jax.random.key(config.seed + 10**6), config.eval_size)
     evaluate = jax.jit(lambda p: metrics(p, eval_task))
     state = recurrax.init_train_state(params, optimizer, jax.random.key(config.seed + 1))

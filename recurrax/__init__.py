@@ -1,6 +1,7 @@
 """recurrax: recurrent neural networks in JAX.
 
-Layers, bottom up: cell families (``elman``, ``lstm``, ``gru``, ``reservoir``: pure ``init`` /
+Layers, bottom up: cell families (``elman``, ``lstm``, ``gru``, ``reservoir``, ``mingru``,
+``minlstm``, ``indrnn``, ``lru``: pure ``init`` /
 ``initial_carry`` / ``step`` over NamedTuples), ``unroll`` (the one ``lax.scan`` time loop),
 layers and topologies, training (optax steps, ``fit``, checkpoints, truncated BPTT), and Flax
 NNX shells in ``recurrax.nnx``. Sequence-to-sequence parts: ``vocab`` (tokens and padded
@@ -19,9 +20,12 @@ long-range and sequence-to-sequence tasks).
 (4, 10, 16)
 """
 
+import sys as _sys
+
 from recurrax import initializers as initializers
 from recurrax._activations import Activation as Activation
 from recurrax._bptt_reference import elman_bptt as elman_bptt
+from recurrax._checks import check_lengths as check_lengths
 from recurrax._bptt_reference import elman_readout_bptt as elman_readout_bptt
 from recurrax._bptt_reference import lstm_bptt as lstm_bptt
 from recurrax._layers import BidirectionalParams as BidirectionalParams
@@ -60,6 +64,7 @@ from recurrax._topologies import Encoded as Encoded
 from recurrax._topologies import Generated as Generated
 from recurrax._topologies import encode as encode
 from recurrax._topologies import generate as generate
+from recurrax._topologies import last_outputs as last_outputs
 from recurrax._topologies import many_to_many as many_to_many
 from recurrax._topologies import many_to_one as many_to_one
 from recurrax._topologies import teaching_mask as teaching_mask
@@ -75,7 +80,11 @@ from recurrax._unroll import sequence_mask as sequence_mask
 from recurrax._unroll import unroll as unroll
 from recurrax._unroll import unroll_cell as unroll_cell
 from recurrax.cells import elman as elman
-from recurrax.cells import family_of as family_of
+from recurrax.cells import CellFamily as CellFamily
+from recurrax.cells import as_family as as_family
+from recurrax.cells import register_cell as register_cell
+from recurrax.cells import registered_cells as registered_cells
+from recurrax.cells import unregister_cell as unregister_cell
 from recurrax.cells import gru as gru
 from recurrax.cells import lstm as lstm
 from recurrax.cells import reservoir as reservoir
@@ -87,6 +96,18 @@ from recurrax.cells.lstm import LSTMCarry as LSTMCarry
 from recurrax.cells.lstm import LSTMParams as LSTMParams
 from recurrax.cells.reservoir import ReservoirCarry as ReservoirCarry
 from recurrax.cells.reservoir import ReservoirParams as ReservoirParams
+from recurrax.cells import indrnn as indrnn
+from recurrax.cells import lru as lru
+from recurrax.cells import mingru as mingru
+from recurrax.cells import minlstm as minlstm
+from recurrax.cells.indrnn import IndRNNCarry as IndRNNCarry
+from recurrax.cells.indrnn import IndRNNParams as IndRNNParams
+from recurrax.cells.lru import LRUCarry as LRUCarry
+from recurrax.cells.lru import LRUParams as LRUParams
+from recurrax.cells.mingru import MinGRUCarry as MinGRUCarry
+from recurrax.cells.mingru import MinGRUParams as MinGRUParams
+from recurrax.cells.minlstm import MinLSTMCarry as MinLSTMCarry
+from recurrax.cells.minlstm import MinLSTMParams as MinLSTMParams
 
 __version__ = "0.1.0"
 
@@ -101,12 +122,20 @@ from recurrax import tasks as tasks  # noqa: E402
 from recurrax import timeseries as timeseries  # noqa: E402
 from recurrax import truncation as truncation  # noqa: E402
 from recurrax import vocab as vocab  # noqa: E402
+from recurrax import cells as cells  # noqa: E402
+from recurrax import nnx as nnx  # noqa: E402
+
+# The cell families live in ``recurrax.cells``; alias them so that ``import recurrax.lstm`` works
+# as ``from recurrax import lstm`` does (the docs use both).
+for _name in ("elman", "lstm", "gru", "reservoir", "mingru", "minlstm", "indrnn", "lru"):
+    _sys.modules[f"{__name__}.{_name}"] = getattr(cells, _name)
+del _name
 
 __all__ = [
     "Activation", "BidirectionalParams", "DenseParams", "ElmanCarry", "ElmanParams",
     "EmbeddingParams", "Encoded", "GRUCarry", "GRUParams", "Generated", "LSTMCarry",
     "LSTMParams", "Merge", "RNNParams", "StackParams", "bidirectional", "dense", "dropout",
-    "elman", "embed", "encode", "family_of", "generate", "gru", "init_bidirectional",
+    "elman", "embed", "encode", "generate", "gru", "init_bidirectional",
     "init_dense", "init_embedding", "init_rnn", "init_stack", "initializers",
     "layer_input_size", "layer_output_size", "lstm", "many_to_many", "many_to_one", "one_hot",
     "rnn", "rnn_initial_carry", "sequence_mask", "stack", "stack_initial_carries", "stack_step", "teaching_mask",
@@ -118,4 +147,7 @@ __all__ = [
     "elman_bptt", "elman_readout_bptt", "lstm_bptt",
     "attention", "char_lm", "decoding", "gradient_flow", "seq2seq", "tasks", "truncation", "vocab",
     "reservoir", "ReservoirCarry", "ReservoirParams", "esn", "timeseries",
+    "CellFamily", "as_family", "check_lengths", "last_outputs", "register_cell", "registered_cells", "unregister_cell", "cells", "nnx",
+    "mingru", "MinGRUCarry", "MinGRUParams", "minlstm", "MinLSTMCarry", "MinLSTMParams",
+    "indrnn", "IndRNNCarry", "IndRNNParams", "lru", "LRUCarry", "LRUParams",
 ]

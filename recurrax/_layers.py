@@ -16,20 +16,22 @@ import jax
 import jax.numpy as jnp
 
 from recurrax import cells, initializers
+from recurrax.cells import CellFamily
 from recurrax._checks import check_array, check_positive_int, is_traced
 from recurrax._unroll import split_step, unroll, unroll_cell
 
-Family = Union[str, types.ModuleType]
+Family = Union[str, CellFamily, types.ModuleType, Any]  # a name, a CellFamily, or a protocol object
 
 
 # --------------------------------------------------------------------------- sequence layer
 
 
 class RNNParams(NamedTuple):
-    """One recurrent layer: a cell and, optionally, a learned initial state."""
+    """One recurrent layer: a cell's params, optionally a learned initial state, and its family."""
 
-    cell: Any  # ElmanParams | LSTMParams | GRUParams
-    initial: Optional[Any]  # the cell's carry, unbatched (hidden_size,) fields; None: zeros
+    cell: Any  # the family's params, e.g. LSTMParams
+    initial: Optional[Any]  # the cell's carry, unbatched; None: the family's initial_carry
+    family: CellFamily  # static pytree metadata: which step runs ``cell``
 
 
 def init_rnn(
@@ -41,10 +43,15 @@ def init_rnn(
     learned_initial: bool = False,
     **cell_kwargs: Any,
 ) -> RNNParams:
-    """Initialise a recurrent layer of family ``cell`` (``"elman"``, ``"lstm"``, ``"gru"``).
+    """Initialise a recurrent layer of a cell family: a registered name or any family object.
 
-    ``learned_initial=True`` adds a trainable initial state (zeros at first) that every sequence
-    starts from; ``cell_kwargs`` go to the family's ``init`` (e.g. ``peephole=True``).
+    ``cell`` is ``"elman"``, ``"lstm"``, ``"gru"``, ``"reservoir"``, any name given with
+    ``register_cell``, or a family object itself (a module or any object with ``init``,
+    ``initial_carry`` and ``step``; see ``recurrax.cells``). The family is checked against the
+    protocol here, on abstract values, so a broken cell fails now with its name in the message.
+    ``learned_initial=True`` adds a trainable initial state (the family's ``initial_carry``,
+    zeros for the built-ins) that every sequence starts from; ``cell_kwargs`` go to the
+    family's ``init`` (e.g. ``peephole=True``).
 
     >>> params = init_rnn(jax.random.key(0), "lstm", 3, 8, learned_initial=True)
     >>> params.initial.h.shape
@@ -52,26 +59,33 @@ def init_rnn(
     """
     family = cells.resolve_family(cell)
     cell_params = family.init(key, input_size, hidden_size, **cell_kwargs)
+    cells.check_family(family, cell_params)
     initial = family.initial_carry(cell_params) if learned_initial else None
-    return RNNParams(cell=cell_params, initial=initial)
+    return RNNParams(cell=cell_params, initial=initial, family=family)
+
+
+def _check_rnn_params(params: Any, fn: str) -> None:
+    if not isinstance(params, RNNParams):
+        raise ValueError(f"{fn} expects RNNParams (a layer, from init_rnn), got {type(params).__name__}.")
+    if not isinstance(params.family, cells.CellFamily):
+        raise ValueError(
+            f"{fn} expects RNNParams whose family is a CellFamily (recurrax.cells.as_family), "
+            f"got {type(params.family).__name__}."
+        )
 
 
 def rnn_initial_carry(params: RNNParams, batch_shape: tuple[int, ...] = ()) -> Any:
-    """A layer's starting carry for a batch: the learned state broadcast, or zeros.
+    """A layer's starting carry for a batch: the learned state broadcast, or the family's own.
 
-    (A cell's zero carry, from cell params, is ``family.initial_carry``, e.g.
+    (A cell's carry from cell params alone is ``family.initial_carry``, e.g.
     ``recurrax.lstm.initial_carry``.)
     """
-    if not isinstance(params, RNNParams):
-        raise ValueError(
-            f"rnn_initial_carry expects RNNParams (a layer), got {type(params).__name__}; for cell "
-            "params use the family's initial_carry, e.g. recurrax.lstm.initial_carry."
-        )
-    family = cells.family_of(params.cell)
+    _check_rnn_params(params, "rnn_initial_carry")
+    if isinstance(batch_shape, int):
+        raise ValueError(f"Expected batch_shape as a tuple of ints, got the int {batch_shape}; write ({batch_shape},).")
     if params.initial is None:
-        return family.initial_carry(params.cell, batch_shape)
-    hidden = cells.hidden_size(params.cell)
-    return jax.tree.map(lambda v: jnp.broadcast_to(v, tuple(batch_shape) + (hidden,)), params.initial)
+        return params.family.initial_carry(params.cell, tuple(batch_shape))
+    return jax.tree.map(lambda v: jnp.broadcast_to(v, tuple(batch_shape) + jnp.shape(v)), params.initial)
 
 
 # ``rnn`` uses the fused backward pass by default below this hidden size (see ``rnn``).
@@ -99,18 +113,26 @@ def rnn(
     time_major: bool = False,
     unroll: Union[int, bool] = 1,
     remat: Any = False,
+    segment_length: Optional[int] = None,
     return_carries: bool = False,
     fused_backward: Optional[bool] = None,
     compute_dtype: Any = None,
 ):
-    """Run one recurrent layer over ``xs`` ``(*batch, T, D)``; see ``unroll`` for the options.
+    """Run one recurrent layer over ``xs`` ``(*batch, T, D)``.
 
     The carry starts at ``carry`` if given (shape ``(*batch, H)`` per field, never broadcast),
-    else at the learned initial state, else at zeros.
+    else at the learned initial state, else at the family's ``initial_carry`` (zeros).
+
+    ``lengths``, ``mask``, ``reverse``, ``time_major``, ``unroll``, ``remat``,
+    ``segment_length`` and ``return_carries`` mean what they mean for ``unroll``, which runs
+    the loop. ``unroll``'s ``resets``/``reset_carry`` (packed streams) and ``length`` (no
+    inputs) are not layer options: call ``unroll`` with ``functools.partial(family.step,
+    params.cell)`` for those.
 
     Gradients: ``fused_backward=True`` takes them from ``unroll_cell``'s fused backward pass
     (weight gradients as large matrix products after the reverse scan) wherever the cell allows
-    it (Elman, LSTM, reset-after GRU) and neither ``remat`` nor ``return_carries`` is asked for;
+    it (a family with a products/pointwise split: Elman, LSTM, reset-after GRU, or a user
+    family that declares one) and neither ``remat`` nor ``return_carries`` is asked for;
     ``False`` uses plain autodiff through the scan, which forward-mode differentiation
     (``jax.jvp``, ``jax.jacfwd``) needs. Both give the same values and gradients. The default
     ``None`` picks the fused pass for ``hidden_size < 1024``: measured on XLA:CPU
@@ -133,21 +155,24 @@ def rnn(
     >>> hs.shape
     (2, 6, 4)
     """
-    if not isinstance(params, RNNParams):
-        raise ValueError(f"rnn expects RNNParams, got {type(params).__name__}.")
-    family = cells.family_of(params.cell)
+    _check_rnn_params(params, "rnn")
+    family = params.family
     if carry is None:
         carry = rnn_initial_carry(params, _batch_shape(xs, time_major))
     options = dict(lengths=lengths, mask=mask, reverse=reverse, time_major=time_major, unroll=unroll)
+    splits = family.has_pointwise_split(params.cell)
     if fused_backward is None:
-        fused_backward = cells.hidden_size(params.cell) < FUSED_BACKWARD_BELOW_HIDDEN
-    if fused_backward and remat is False and not return_carries and cells.has_pointwise_split(params.cell):
-        return unroll_cell(params.cell, carry, xs, compute_dtype=compute_dtype, **options)
+        fused_backward = splits and family.output_size(params.cell) < FUSED_BACKWARD_BELOW_HIDDEN
+    if fused_backward and splits and remat is False and not return_carries:
+        if segment_length is not None:
+            raise ValueError(f"segment_length is only for remat='sqrt', got remat={remat!r}.")
+        return unroll_cell(params.cell, carry, xs, cell=family, compute_dtype=compute_dtype, **options)
     if compute_dtype is None:
         step = functools.partial(family.step, params.cell)
     else:
-        step = split_step(params.cell, compute_dtype)
-    return _unroll_fn(step, carry, xs, remat=remat, return_carries=return_carries, **options)
+        step = split_step(params.cell, compute_dtype, cell=family)
+    return _unroll_fn(step, carry, xs, remat=remat, segment_length=segment_length,
+                      return_carries=return_carries, **options)
 
 
 _unroll_fn = unroll  # ``rnn`` and friends take an ``unroll=`` factor that shadows the function.
@@ -222,6 +247,7 @@ def bidirectional(
     time_major: bool = False,
     unroll: Union[int, bool] = 1,
     remat: Any = False,
+    segment_length: Optional[int] = None,
     fused_backward: Optional[bool] = None,
     compute_dtype: Any = None,
 ):
@@ -237,19 +263,24 @@ def bidirectional(
       ``((forward_final, backward_final), ys)``; ``backward_final`` is the backward state after
       step 0. ``ys`` is ``(*batch, T, 2H)`` for concat, ``(*batch, T, H)`` for sum and mean.
     """
+    finals, (fwd, bwd) = _bidirectional_directions(
+        params, xs, carry=carry, lengths=lengths, mask=mask, time_major=time_major, unroll=unroll, remat=remat,
+        segment_length=segment_length, fused_backward=fused_backward, compute_dtype=compute_dtype,
+    )
+    return finals, params.merge(fwd, bwd)
+
+
+def _bidirectional_directions(params: BidirectionalParams, xs: jax.Array, *, carry: Any, **options: Any):
+    """``bidirectional`` before the merge: ``((fwd_final, bwd_final), (fwd_ys, bwd_ys))``."""
     if not isinstance(params, BidirectionalParams):
         raise ValueError(f"bidirectional expects BidirectionalParams, got {type(params).__name__}.")
     if carry is None:
         carry = (None, None)
     elif not (isinstance(carry, tuple) and len(carry) == 2):
         raise ValueError(f"Expected carry as a (forward, backward) pair, got {type(carry).__name__}.")
-    run = functools.partial(
-        rnn, xs=xs, lengths=lengths, mask=mask, time_major=time_major, unroll=unroll, remat=remat,
-        fused_backward=fused_backward, compute_dtype=compute_dtype,
-    )
-    fwd_final, fwd = run(params.forward, carry=carry[0])
-    bwd_final, bwd = run(params.backward, carry=carry[1], reverse=True)
-    return (fwd_final, bwd_final), params.merge(fwd, bwd)
+    fwd_final, fwd = rnn(params.forward, xs, carry=carry[0], **options)
+    bwd_final, bwd = rnn(params.backward, xs, carry=carry[1], reverse=True, **options)
+    return (fwd_final, bwd_final), (fwd, bwd)
 
 
 # --------------------------------------------------------------------------- deep stacks
@@ -278,16 +309,22 @@ def layer_output_size(layer: Union[RNNParams, BidirectionalParams]) -> int:
     """Feature size of a layer's outputs."""
     _check_layer(layer, "layer_output_size")
     if isinstance(layer, BidirectionalParams):
-        return layer.merge.output_size(cells.hidden_size(layer.forward.cell))
-    return cells.hidden_size(layer.cell)
+        return layer.merge.output_size(_family_size(layer.forward, "output"))
+    return _family_size(layer, "output")
 
 
 def layer_input_size(layer: Union[RNNParams, BidirectionalParams]) -> int:
     """Feature size a layer expects."""
     _check_layer(layer, "layer_input_size")
     if isinstance(layer, BidirectionalParams):
-        return cells.input_size(layer.forward.cell)
-    return cells.input_size(layer.cell)
+        return _family_size(layer.forward, "input")
+    return _family_size(layer, "input")
+
+
+def _family_size(layer: RNNParams, which: str) -> int:
+    _check_rnn_params(layer, f"layer_{which}_size")
+    size = layer.family.input_size if which == "input" else layer.family.output_size
+    return size(layer.cell)
 
 
 def init_stack(
@@ -366,6 +403,7 @@ def stack(
     time_major: bool = False,
     unroll: Union[int, bool] = 1,
     remat: Any = False,
+    segment_length: Optional[int] = None,
     fused_backward: Optional[bool] = None,
     compute_dtype: Any = None,
 ):
@@ -388,6 +426,18 @@ def stack(
       ``(final_carries, ys)``: a tuple with each layer's final carry, and the top layer's
       outputs ``(*batch, T, H_top)`` (zero at masked steps).
     """
+    finals, hs, _ = _run_stack(
+        params, xs, carries=carries, residual=residual, dropout_rate=dropout_rate, key=key,
+        lengths=lengths, mask=mask, time_major=time_major, unroll=unroll, remat=remat,
+        segment_length=segment_length, fused_backward=fused_backward, compute_dtype=compute_dtype,
+    )
+    return finals, hs
+
+
+def _run_stack(params: StackParams, xs: jax.Array, *, carries: Optional[Sequence[Any]], residual: bool,
+               dropout_rate: float, key: Optional[jax.Array], **options: Any):
+    """``stack``, also returning the top layer's own outputs (before residual), per direction:
+    ``ys`` for a unidirectional top layer, ``(forward_ys, backward_ys)`` for a bidirectional one."""
     if not isinstance(params, StackParams):
         raise ValueError(f"stack expects StackParams, got {type(params).__name__}.")
     num_layers = len(params.layers)
@@ -404,21 +454,22 @@ def stack(
         raise ValueError("dropout_rate > 0 needs a PRNG key: pass key=jax.random.key(...).")
     keys = jax.random.split(key, num_layers - 1) if use_dropout else [None] * (num_layers - 1)
 
-    options = dict(lengths=lengths, mask=mask, time_major=time_major, unroll=unroll, remat=remat,
-                   fused_backward=fused_backward, compute_dtype=compute_dtype)
     finals, hs = [], xs
     for index, (layer, carry) in enumerate(zip(params.layers, carries)):
         if isinstance(layer, BidirectionalParams):
-            final, out = bidirectional(layer, hs, carry=carry, **options)
+            final, own = _bidirectional_directions(layer, hs, carry=carry, **options)
+            out = layer.merge(*own)
         else:
-            final, out = rnn(layer, hs, carry=carry, **options)
+            _check_layer(layer, "stack")
+            final, own = rnn(layer, hs, carry=carry, **options)
+            out = own
         if residual and index > 0:
             out = out + hs
         if use_dropout and index < num_layers - 1:
             out = dropout(keys[index], out, dropout_rate)
         finals.append(final)
         hs = out
-    return tuple(finals), hs
+    return tuple(finals), hs, own
 
 
 def stack_initial_carries(params: StackParams, batch_shape: tuple[int, ...] = ()) -> tuple:
@@ -454,7 +505,7 @@ def stack_step(
         raise ValueError(f"Expected one carry per layer ({len(params.layers)}), got {len(carries)}.")
     new_carries, h = [], x
     for index, (layer, carry) in enumerate(zip(params.layers, carries)):
-        carry, out = cells.family_of(layer.cell).step(layer.cell, carry, h)
+        carry, out = layer.family.step(layer.cell, carry, h)
         h = out + h if residual and index > 0 else out
         new_carries.append(carry)
     return tuple(new_carries), h

@@ -29,7 +29,20 @@ def _masked_mean(values: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
     if mask is None:
         return jnp.mean(values)
     weights = mask.astype(values.dtype)
-    return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), jnp.ones((), values.dtype))
+    total = jnp.sum(jnp.where(mask, values, jnp.zeros((), values.dtype)))
+    return total / jnp.maximum(jnp.sum(weights), jnp.ones((), values.dtype))
+
+
+def _zero_padding(a: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
+    """``a`` ``(*mask.shape, ...)`` with zeros where ``mask`` is False.
+
+    Applied to predictions and targets *before* the loss: padding that holds NaN or inf would
+    otherwise give NaN gradients, since the mask's zero cotangent meets them (0 · NaN = NaN).
+    """
+    if mask is None:
+        return a
+    mask = mask.reshape(mask.shape + (1,) * (a.ndim - mask.ndim))
+    return jnp.where(mask, a, jnp.zeros((), a.dtype))
 
 
 def sequence_cross_entropy(
@@ -58,6 +71,7 @@ def sequence_cross_entropy(
     check_array(targets, "targets")
     if logits.ndim < 2:
         raise ValueError(f"Expected logits of shape (*batch, T, V), got shape {tuple(logits.shape)}.")
+    logits = _zero_padding(logits, _step_mask(logits.shape[:-1], mask, lengths, "logits"))
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     return sequence_nll(log_probs, targets, mask=mask, lengths=lengths)
 
@@ -85,8 +99,8 @@ def sequence_nll(
         step_mask = _step_mask(targets.shape, mask, lengths, "log_probs")
         # Padded steps may hold any id (e.g. -100): zero them, so the gather never reads out of
         # range (which gives NaN, and NaN · 0 is NaN); valid ids must be classes.
-        if step_mask is not None:
-            targets = jnp.where(step_mask, targets, jnp.zeros((), targets.dtype))
+        targets = _zero_padding(targets, step_mask)
+        log_probs = _zero_padding(log_probs, step_mask)
         check_int_range(targets, 0, log_probs.shape[-1], "targets", "the number of classes")
         per_step = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
         return _masked_mean(per_step, step_mask)
@@ -96,8 +110,10 @@ def sequence_nll(
                 f"Expected one-hot targets with shape {tuple(log_probs.shape)} (*batch, T, V), "
                 f"got shape {tuple(targets.shape)}."
             )
+        step_mask = _step_mask(log_probs.shape[:-1], mask, lengths, "log_probs")
+        targets, log_probs = _zero_padding(targets, step_mask), _zero_padding(log_probs, step_mask)
         per_step = -jnp.sum(targets.astype(log_probs.dtype) * log_probs, axis=-1)
-    return _masked_mean(per_step, _step_mask(per_step.shape, mask, lengths, "log_probs"))
+    return _masked_mean(per_step, step_mask)
 
 
 def sequence_mse(
@@ -123,11 +139,12 @@ def sequence_mse(
         )
     if predictions.ndim < 2:
         raise ValueError(f"Expected predictions of shape (*batch, T, F), got shape {tuple(predictions.shape)}.")
-    squared = jnp.square(predictions - targets.astype(predictions.dtype))
-    if mask is not None and tuple(mask.shape) == tuple(squared.shape) and lengths is None:
+    if mask is not None and tuple(mask.shape) == tuple(predictions.shape) and lengths is None:
         check_array(mask, "mask")
-        return _masked_mean(squared, mask)
-    step_mask = _step_mask(squared.shape[:-1], mask, lengths, "predictions")
-    if step_mask is None:
-        return jnp.mean(squared)
-    return _masked_mean(squared, jnp.broadcast_to(step_mask[..., None], squared.shape))
+        element_mask = mask
+    else:
+        step_mask = _step_mask(predictions.shape[:-1], mask, lengths, "predictions")
+        element_mask = None if step_mask is None else jnp.broadcast_to(step_mask[..., None], predictions.shape)
+    predictions, targets = _zero_padding(predictions, element_mask), _zero_padding(targets, element_mask)
+    squared = jnp.square(predictions - targets.astype(predictions.dtype))
+    return _masked_mean(squared, element_mask)

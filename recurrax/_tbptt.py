@@ -97,10 +97,15 @@ def _window_loss(model_step, step_loss, k1, params, start, reset_carry, window):
         lambda c, x: model_step(params, c, x), start, xs, mask=valid, time_major=True,
         return_carries=True, resets=resets, reset_carry=reset_carry,
     )
+    # Unscored targets (padding, which may hold NaN or out-of-range ids) are zeroed before the
+    # loss sees them: a zero weight times a NaN loss, or its gradient, would still be NaN.
+    targets = jnp.where(scored.reshape(scored.shape + (1,) * (targets.ndim - scored.ndim)), targets,
+                        jnp.zeros((), targets.dtype))
     per_step = jax.vmap(step_loss)(ys, targets)  # (k2, *batch)
     weights = scored.astype(per_step.dtype)
     count = jnp.sum(weights)
-    loss = jnp.sum(per_step * weights) / jnp.maximum(count, jnp.ones((), count.dtype))
+    total = jnp.sum(jnp.where(scored, per_step, jnp.zeros((), per_step.dtype)))
+    loss = total / jnp.maximum(count, jnp.ones((), count.dtype))
     next_start = jax.tree.map(lambda c: jax.lax.stop_gradient(c[k1 - 1]), carries)
     return loss, (count, next_start, final)
 

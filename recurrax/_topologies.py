@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from recurrax._checks import check_array, check_positive_int
 from recurrax._layers import (
     BidirectionalParams,
+    _run_stack,
     DenseParams,
     StackParams,
     dense,
@@ -126,14 +127,10 @@ def many_to_one(
     """
     if pool not in ("last", "mean", "max"):
         raise ValueError(f"Expected pool in ['last', 'max', 'mean'], got {pool!r}.")
-    finals, hs = stack(stack_params, xs, lengths=lengths, mask=mask, time_major=time_major, **stack_options)
     if pool == "last":
-        top, final = stack_params.layers[-1], finals[-1]
-        if isinstance(top, BidirectionalParams):
-            pooled = top.merge(final[0].h, final[1].h)
-        else:
-            pooled = final.h
-        return _head(head, pooled)
+        return _head(head, last_outputs(stack_params, xs, lengths=lengths, mask=mask, time_major=time_major,
+                                        **stack_options))
+    _, hs = stack(stack_params, xs, lengths=lengths, mask=mask, time_major=time_major, **stack_options)
     time_axis = 0 if time_major else hs.ndim - 2
     valid = _valid_mask(xs, lengths, mask, time_major)
     if valid is None:
@@ -146,6 +143,60 @@ def many_to_one(
         pooled = jnp.where(valid, hs, jnp.full_like(hs, -jnp.inf)).max(axis=time_axis)
         pooled = jnp.where(jnp.isfinite(pooled), pooled, jnp.zeros_like(pooled))
     return _head(head, pooled)
+
+
+def last_outputs(
+    stack_params: StackParams,
+    xs: jax.Array,
+    *,
+    lengths: Optional[jax.Array] = None,
+    mask: Optional[jax.Array] = None,
+    time_major: bool = False,
+    **stack_options: Any,
+) -> jax.Array:
+    """The top layer's own output at each sequence's last valid step → ``(*batch, H_top)``.
+
+    For a bidirectional top layer, the merge of the forward output at the last valid step and
+    the backward output at the first valid step (where the backward direction has read the
+    whole sequence). Read off the outputs, not the carry, so it holds for any cell family
+    (a carry need not contain the output). The output is the layer's own, before a residual
+    connection. A sequence with no valid step gives zeros.
+
+    >>> import recurrax
+    >>> params = recurrax.init_stack(jax.random.key(0), 3, [4])
+    >>> xs = jnp.ones((2, 5, 3))
+    >>> last = last_outputs(params, xs, lengths=jnp.array([5, 2]))
+    >>> bool(jnp.allclose(last[1], recurrax.stack(params, xs, lengths=jnp.array([5, 2]))[1][1, 1]))
+    True
+    """
+    _, _, own = _run_stack(stack_params, xs, carries=stack_options.pop("carries", None),
+                           residual=stack_options.pop("residual", False),
+                           dropout_rate=stack_options.pop("dropout_rate", 0.0), key=stack_options.pop("key", None),
+                           lengths=lengths, mask=mask, time_major=time_major, **stack_options)
+    valid = _valid_mask(xs, lengths, mask, time_major)
+    return pick_last(stack_params.layers[-1], own, valid, time_axis=0 if time_major else xs.ndim - 2)
+
+
+def pick_last(top: Any, own: Any, valid: Optional[jax.Array], *, time_axis: int) -> jax.Array:
+    """``last_outputs`` from the top layer's own outputs (``ys``, or ``(forward, backward)``)."""
+    ys = own[0] if isinstance(top, BidirectionalParams) else own
+    time = ys.shape[time_axis]
+    if valid is None:
+        valid = jnp.ones(ys.shape[:-1], bool)
+    steps = jnp.arange(time).reshape([-1 if a == time_axis else 1 for a in range(valid.ndim)])
+    last = jnp.max(jnp.where(valid, steps, -1), axis=time_axis)
+    first = jnp.min(jnp.where(valid, steps, time), axis=time_axis)
+
+    def at(ys, index):  # ys at one step per sequence: (*batch, H)
+        index = jnp.clip(index, 0, time - 1)
+        index = jnp.expand_dims(jnp.expand_dims(index, time_axis), -1)
+        return jnp.take_along_axis(ys, index, axis=time_axis).squeeze(time_axis)
+
+    if isinstance(top, BidirectionalParams):
+        out = top.merge(at(own[0], last), at(own[1], first))
+    else:
+        out = at(own, last)
+    return jnp.where((last < 0)[..., None], jnp.zeros_like(out), out)
 
 
 class Generated(NamedTuple):

@@ -8,6 +8,7 @@ from typing import Any, Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from recurrax import cells
 from recurrax._checks import check_array, check_lengths
@@ -28,7 +29,7 @@ def sequence_mask(
     >>> sequence_mask(jnp.array([1, 3]), 3).tolist()
     [[True, False, False], [True, True, True]]
     """
-    lengths = check_lengths(lengths, tuple(jnp.shape(lengths)), time)
+    lengths = check_lengths(lengths, tuple(np.shape(lengths)), time)
     return _mask_from_lengths(lengths, time, time_major)
 
 
@@ -78,7 +79,9 @@ def unroll(
     ``[0, T]``; checked eagerly, or by a runtime callback under ``jit``) or a boolean ``mask`` of
     shape ``xs.shape[:-1]`` (any pattern of valid steps). At a masked step the carry is frozen
     (``jnp.where``) and the output is zero, so the final carry is each sequence's carry at its own
-    last valid step, and valid outputs never depend on padding.
+    last valid step, and valid outputs never depend on padding. The inputs at masked steps are
+    replaced by zeros before the step sees them, so padding that holds NaN or inf cannot reach
+    the gradients either (a zero cotangent times a NaN product would still be NaN).
 
     ``reverse=True`` scans from the last step to the first. With right padding this is
     length-aware for free: the steps ``t >= length`` come first and are masked, so each sequence's
@@ -139,6 +142,7 @@ def unroll(
         if length is not None:
             raise ValueError("length is only for xs=None; the time axis of xs gives the length.")
         time, batch_shape, xs_t, mask_t = _prepare(xs, lengths, mask, time_major)
+        _check_step_types(step_fn, carry, xs_t[0])
     if resets is None:
         if reset_carry is not None:
             raise ValueError("reset_carry is only used with resets; got resets=None.")
@@ -242,6 +246,7 @@ def unroll_cell(
     carry: Any,
     xs: jax.Array,
     *,
+    cell: Any,
     lengths: Optional[jax.Array] = None,
     mask: Optional[jax.Array] = None,
     reverse: bool = False,
@@ -251,10 +256,12 @@ def unroll_cell(
 ):
     """``unroll`` of a cell given by its params, with a hand-fused backward pass.
 
-    Same forward computation, layout and masking semantics as
+    ``cell`` is the family of ``params`` (a registered name such as ``"lstm"``, or a family
+    object). Same forward computation, layout and masking semantics as
     ``unroll(functools.partial(family.step, params), carry, xs, ...)``. The difference is the
     gradient: for cells whose step is ``pointwise(params, carry, x @ w_x, h @ w_h)`` (Elman,
-    LSTM, reset-after GRU; see ``cells.has_pointwise_split``) a ``jax.custom_vjp`` runs a reverse
+    LSTM, reset-after GRU, or a user family declaring ``pointwise``; see ``recurrax.cells``) a
+    ``jax.custom_vjp`` runs a reverse
     scan that only does what must be sequential, per step
 
         δz_t = vjp of pointwise at step t,   δh_{t-1} += δz^h_t @ w_hᵀ,
@@ -273,14 +280,17 @@ def unroll_cell(
     Limitation: a ``custom_vjp`` function supports reverse mode only; for forward-mode
     derivatives (``jax.jvp``, ``jax.jacfwd``) use ``unroll`` with the cell's ``step``.
     """
-    if not cells.has_pointwise_split(params):
+    family = cells.resolve_family(cell)
+    if not family.has_pointwise_split(params):
         raise ValueError(
             f"unroll_cell needs a cell whose step splits into products and a pointwise part; "
-            f"{type(params).__name__} here does not (a reset-before GRU or a reservoir): use unroll with its step."
+            f"{family.name} with {type(params).__name__} here does not (e.g. a reset-before GRU or a "
+            "reservoir): use unroll with its step."
         )
     time, batch_shape, xs_t, mask_t = _prepare(xs, lengths, mask, time_major)
-    jax.eval_shape(cells.family_of(params).step, params, carry, xs_t[0])  # static checks, no FLOPs
-    final, ys = _fused_scan(params, carry, xs_t, mask_t, reverse, unroll, _check_compute_dtype(compute_dtype))
+    _check_step_types(functools.partial(family.step, params), carry, xs_t[0])  # static checks, no FLOPs
+    final, ys = _fused_scan(family, params, carry, xs_t, mask_t, reverse, unroll,
+                            _check_compute_dtype(compute_dtype))
     return final, (ys if time_major else _batch_major(ys, batch_shape))
 
 
@@ -308,16 +318,16 @@ def _cast(w: jax.Array, compute_dtype: Any) -> jax.Array:
     return w if compute_dtype is None else w.astype(compute_dtype)
 
 
-def split_step(params: Any, compute_dtype: Any = None) -> StepFn:
+def split_step(params: Any, compute_dtype: Any = None, *, cell: Any) -> StepFn:
     """The cell's step as ``pointwise(params, c, *products(c, x))``: ``step``'s values, products in
     ``compute_dtype`` (the plain-autodiff counterpart of ``unroll_cell``'s mixed precision)."""
-    if not cells.has_pointwise_split(params):
+    family = cells.resolve_family(cell)
+    if not family.has_pointwise_split(params):
         raise ValueError(
             f"Mixed precision needs a cell whose step splits into products and a pointwise part; "
-            f"{type(params).__name__} here does not (a reset-before GRU or a reservoir)."
+            f"{family.name} with {type(params).__name__} here does not (e.g. a reset-before GRU or a reservoir)."
         )
-    family = cells.family_of(params)
-    products, pointwise = _pointwise_on_products(params, _check_compute_dtype(compute_dtype))
+    products, pointwise = _pointwise_on_products(family, params, _check_compute_dtype(compute_dtype))
 
     def step(c, x):
         jax.eval_shape(family.step, params, c, x)  # the cell's own static checks, no FLOPs
@@ -326,7 +336,7 @@ def split_step(params: Any, compute_dtype: Any = None) -> StepFn:
     return step
 
 
-def _pointwise_on_products(params, compute_dtype=None):
+def _pointwise_on_products(family, params, compute_dtype=None):
     """The family's pointwise part as a function of the stored products.
 
     Families whose pointwise part reads the products only through ``zx + zh`` (``SUMS_PRODUCTS``:
@@ -334,9 +344,8 @@ def _pointwise_on_products(params, compute_dtype=None):
     apart (``r ⊙ zh_n``). Returns ``(products(c, x), pointwise(rest, c, *products))``; the
     products are formed in ``compute_dtype`` (see ``unroll_cell``).
     """
-    family = cells.family_of(params)
     matmul = _matmul(compute_dtype)
-    if getattr(family, "SUMS_PRODUCTS", False):
+    if family.sums_products:
         # One product [x, h] @ [w_x; w_h] per step instead of two (the stacked kernel is built
         # once, outside the scan): measured on XLA:CPU, 10% faster forward at H=256, 8% at H=64,
         # equal at H=1024. zh = 0 is a constant that XLA folds away: x + broadcast(0) -> x.
@@ -349,8 +358,8 @@ def _pointwise_on_products(params, compute_dtype=None):
     return (lambda c, x: (matmul(x, w_x), matmul(c.h, w_h))), family.pointwise
 
 
-def _fused_forward(params, carry, xs_t, mask_t, reverse, unroll, compute_dtype, save):
-    products, pointwise = _pointwise_on_products(params, compute_dtype)
+def _fused_forward(family, params, carry, xs_t, mask_t, reverse, unroll, compute_dtype, save):
+    products, pointwise = _pointwise_on_products(family, params, compute_dtype)
 
     def body(c, inputs):
         x, m = inputs
@@ -362,20 +371,20 @@ def _fused_forward(params, carry, xs_t, mask_t, reverse, unroll, compute_dtype, 
     return (final, ys), saved
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _fused_scan(params, carry, xs_t, mask_t, reverse, unroll, compute_dtype):
-    return _fused_forward(params, carry, xs_t, mask_t, reverse, unroll, compute_dtype, save=False)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 5, 6, 7))
+def _fused_scan(family, params, carry, xs_t, mask_t, reverse, unroll, compute_dtype):
+    return _fused_forward(family, params, carry, xs_t, mask_t, reverse, unroll, compute_dtype, save=False)[0]
 
 
-def _fused_scan_fwd(params, carry, xs_t, mask_t, reverse, unroll, compute_dtype):
-    out, saved = _fused_forward(params, carry, xs_t, mask_t, reverse, unroll, compute_dtype, save=True)
+def _fused_scan_fwd(family, params, carry, xs_t, mask_t, reverse, unroll, compute_dtype):
+    out, saved = _fused_forward(family, params, carry, xs_t, mask_t, reverse, unroll, compute_dtype, save=True)
     return out, (params, xs_t, mask_t, saved)
 
 
-def _fused_scan_bwd(reverse, unroll, compute_dtype, residuals, cotangents):
+def _fused_scan_bwd(family, reverse, unroll, compute_dtype, residuals, cotangents):
     params, xs_t, mask_t, (prev, products) = residuals
     d_final, d_ys = cotangents
-    _, pointwise = _pointwise_on_products(params, compute_dtype)
+    _, pointwise = _pointwise_on_products(family, params, compute_dtype)
     matmul = _matmul(compute_dtype)
     rest = params._replace(w_x=None, w_h=None)  # what pointwise differentiates
     w_h_t = _cast(params.w_h.T, compute_dtype)  # transposed once, outside the loop
@@ -418,7 +427,49 @@ def _prepare(xs, lengths, mask, time_major):
         time, batch_shape, xs_t = xs.shape[-2], tuple(xs.shape[:-2]), jnp.moveaxis(xs, -2, 0)
     if time == 0:
         raise ValueError(f"Expected a non-empty time axis, got xs of shape {tuple(xs.shape)} with 0 steps.")
-    return time, batch_shape, xs_t, _time_major_mask(lengths, mask, xs, time, batch_shape, time_major)
+    mask_t = _time_major_mask(lengths, mask, xs, time, batch_shape, time_major)
+    if mask_t is not None:
+        # Zero the padding before any step reads it: the step's products with NaN/inf garbage
+        # would otherwise meet the mask's zero cotangent in the backward pass (0 · NaN = NaN).
+        xs_t = jnp.where(mask_t[..., None], xs_t, jnp.zeros((), xs_t.dtype))
+    return time, batch_shape, xs_t, mask_t
+
+
+def _dtype_message(carry_dtype, x_dtype, new_dtype=None) -> str:
+    turned = "" if new_dtype is None else f", which the step turned into {new_dtype}"
+    return (
+        f"Expected xs in the carry's dtype {carry_dtype}, got {x_dtype}{turned}: cast xs to {carry_dtype} "
+        f"(xs.astype(jnp.{carry_dtype})), or the params and carry to {x_dtype}."
+    )
+
+
+def _check_step_types(step_fn: StepFn, carry: Any, x: jax.Array) -> None:
+    """The step returns a carry of the structure, shapes and dtypes it received (on abstract values).
+
+    ``lax.scan`` would refuse otherwise, with a message that names neither the carry nor the
+    cause; the commonest cause is float64 inputs into float32 params (with ``jax_enable_x64``).
+    """
+    carry_dtypes = {jnp.result_type(leaf) for leaf in jax.tree.leaves(carry)}
+    try:
+        new_carry, _ = jax.eval_shape(step_fn, carry, x)
+    except jax.dtypes.TypePromotionError as error:  # strict promotion: the step cannot mix them
+        if x.dtype in carry_dtypes or len(carry_dtypes) != 1:
+            raise
+        raise ValueError(_dtype_message(carry_dtypes.pop(), x.dtype) + f" ({error})") from None
+    if jax.tree.structure(new_carry) != jax.tree.structure(carry):
+        raise ValueError(
+            f"Expected the step to return a carry of the structure it received, {jax.tree.structure(carry)}, "
+            f"got {jax.tree.structure(new_carry)}."
+        )
+    for before, after in zip(jax.tree.leaves(carry), jax.tree.leaves(new_carry)):
+        before_dtype, before_shape = jnp.result_type(before), jnp.shape(before)
+        if after.dtype != before_dtype:
+            raise ValueError(_dtype_message(before_dtype, x.dtype, after.dtype))
+        if tuple(after.shape) != tuple(before_shape):
+            raise ValueError(
+                f"The step turned a carry leaf of shape {tuple(before_shape)} into {tuple(after.shape)}: "
+                "a step must keep the carry's shapes (is the carry's batch shape xs's?)."
+            )
 
 
 def _batch_major(outs, batch_shape):

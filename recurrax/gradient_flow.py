@@ -18,11 +18,12 @@ over a batch):
 
 - ``carry_jacobians``: the per-step Jacobians ``J_t`` along the trajectory, ``(T, N, N)``;
 - ``lag_norms``: ``‖J_{T-1} ··· J_{T-lag}‖₂`` for every lag (optionally a block of the product,
-  e.g. ``h → h``), by accumulating the product from the end: T matrix products, never the
-  ``(T·N)²`` Jacobian;
+  named by carry fields, e.g. ``block="h"`` for ``h → h``), by accumulating the product from
+  the end: T matrix products, never the ``(T·N)²`` Jacobian;
 - ``state_gradient_norms``: ``‖∂L/∂c_k‖`` for every step with one backward pass (any ``N``);
 - ``carry_block``: one field's block of each ``J_t``; for the LSTM the ``c → c`` block is
   ``diag(f_t)``, the "constant error carousel", whose products are the cell-state path;
+- ``field_slice``: where a named carry field sits in the flattened carry;
 - ``spectrum``, ``recurrent_spectrum``, ``bound``: λ₁, σ₁, γ and the bound;
 - ``decay_rate``: the fitted per-step log rate of a lag curve;
 - ``lyapunov_exponents``: the QR method, the rates at which the products actually grow;
@@ -31,7 +32,7 @@ over a batch):
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -86,13 +87,23 @@ def carry_block(jacobians: jax.Array, carry: Any, output: str, input: Optional[s
     """The ``input → output`` block of each per-step Jacobian, for named carry fields.
 
     E.g. ``carry_block(J, lstm_carry, "c")`` is ``∂c_{t+1}/∂c_t = diag(f_{t+1})`` (without
-    peepholes): products of these blocks follow the cell-state path only.
+    peepholes): products of these blocks follow the cell-state path only. (The block of the
+    products ``J_{T-1} ··· J_{T-lag}``, paths through the other fields included, is
+    ``lag_norms(J, block=output, carry=carry)``.)
     """
-    rows, cols = _field_slice(carry, output), _field_slice(carry, output if input is None else input)
+    rows, cols = field_slice(carry, output), field_slice(carry, output if input is None else input)
     return jacobians[:, rows, cols]
 
 
-def _field_slice(carry: Any, name: str) -> slice:
+def field_slice(carry: Any, name: str) -> slice:
+    """The entries of the carry field ``name`` in the flattened carry (the rows and columns of ``J_t``).
+
+    Fields are laid out in the NamedTuple's order, each flattened, as ``carry_jacobians`` does.
+
+    >>> from recurrax import lstm
+    >>> field_slice(lstm.initial_carry(lstm.init(jax.random.key(0), 2, 3)), "c")   # LSTMCarry(h, c)
+    slice(3, 6, None)
+    """
     fields = getattr(carry, "_fields", None)
     if fields is None or name not in fields:
         raise ValueError(f"Expected a carry field among {fields}, got {name!r}.")
@@ -105,20 +116,42 @@ def _field_slice(carry: Any, name: str) -> slice:
     raise AssertionError("unreachable")
 
 
-def lag_norms(jacobians: jax.Array, block: Optional[tuple[slice, slice]] = None) -> jax.Array:
+def lag_norms(
+    jacobians: jax.Array,
+    block: Union[None, str, tuple[str, str], tuple[slice, slice]] = None,
+    *,
+    carry: Any = None,
+) -> jax.Array:
     """Spectral norms of the products ``P_lag = J_{T-1} ··· J_{T-lag}`` for ``lag = 1 .. T``.
 
     ``P_lag = ∂c_T/∂c_{T-lag}``: how much the last state depends on the state ``lag`` steps
-    earlier. ``block=(rows, cols)`` takes the norm of that block of each product, e.g. the
-    ``h → h`` block of an LSTM's full products (paths through ``c`` included).
+    earlier. ``block`` takes the norm of one block of each product instead, paths through the
+    other fields included (unlike products of ``carry_block``'s blocks):
+
+    - a carry field, ``block="h"``: ``‖∂h_T/∂h_{T-lag}‖₂``;
+    - ``(output, input)`` fields, ``block=("c", "h")``: ``‖∂c_T/∂h_{T-lag}‖₂``;
+    - ``(rows, cols)`` slices of the flattened carry (see ``field_slice``).
+
+    Args:
+      jacobians: ``(T, N, N)`` from ``carry_jacobians``.
+      block: ``None`` for the whole product, or the block as above.
+      carry: the carry ``jacobians`` were taken of (any value of it); needed for named fields.
 
     Returns:
       ``(T,)``, entry ``lag - 1`` for ``lag = 1 .. T``.
+
+    >>> import functools
+    >>> from recurrax import lstm
+    >>> params = lstm.init(jax.random.key(0), 2, 3)
+    >>> carry = lstm.initial_carry(params)                         # LSTMCarry(h, c), each (3,)
+    >>> J = carry_jacobians(functools.partial(lstm.step, params), carry, jnp.ones((5, 2)))
+    >>> lag_norms(J, block="c", carry=carry).shape                 # ‖∂c_5/∂c_{5-lag}‖₂
+    (5,)
     """
     check_array(jacobians, "jacobians")
     if jacobians.ndim != 3 or jacobians.shape[1] != jacobians.shape[2]:
         raise ValueError(f"Expected jacobians of shape (T, N, N), got {tuple(jacobians.shape)}.")
-    rows, cols = block if block is not None else (slice(None), slice(None))
+    rows, cols = _block_slices(block, carry)
 
     def body(product, jacobian):
         product = product @ jacobian
@@ -127,6 +160,23 @@ def lag_norms(jacobians: jax.Array, block: Optional[tuple[slice, slice]] = None)
     eye = jnp.eye(jacobians.shape[1], dtype=jacobians.dtype)
     _, norms = jax.lax.scan(body, eye, jacobians, reverse=True)
     return norms[::-1]  # the reverse scan ends at J_0: reorder by lag
+
+
+def _block_slices(block: Any, carry: Any) -> tuple[slice, slice]:
+    """``lag_norms``'s ``block`` as ``(rows, cols)`` slices of the flattened carry."""
+    if block is None:
+        return slice(None), slice(None)
+    names = (block, block) if isinstance(block, str) else block
+    if isinstance(names, tuple) and len(names) == 2 and all(isinstance(n, slice) for n in names):
+        return names
+    if not (isinstance(names, tuple) and len(names) == 2 and all(isinstance(n, str) for n in names)):
+        raise ValueError(
+            "Expected block to be a carry field name, an (output, input) pair of field names or a "
+            f"(rows, cols) pair of slices, got {block!r}."
+        )
+    if carry is None:
+        raise ValueError(f"Naming carry fields (block={block!r}) needs the carry: pass carry=.")
+    return field_slice(carry, names[0]), field_slice(carry, names[1])
 
 
 def state_gradient_norms(
@@ -173,24 +223,34 @@ def spectrum(w: jax.Array) -> Spectrum:
     return Spectrum(eig, float(np.abs(eig[0])), float(np.linalg.norm(w, 2)))
 
 
-def recurrent_spectrum(params: Any) -> dict[str, Spectrum]:
-    """The spectrum of each square block of a cell's recurrent kernel ``w_h``.
+def recurrent_spectrum(layer: Any, cell: Any = None) -> dict[str, Spectrum]:
+    """The spectrum of each square recurrent block of a cell, from its family's ``recurrent_blocks``.
 
-    Elman: ``{"h": ...}`` for ``W_h``. LSTM: one per gate, ``"i", "f", "g", "o"``; GRU:
-    ``"r", "z", "n"`` (the blocks act on ``h`` through the gates, so no single bound applies).
-    Reservoir: ``{"h": ...}`` for its ``W`` in any storage (``reservoir.recurrent_matrix``).
+    ``layer`` is a layer (``RNNParams``, which knows its family), or a cell's params with its
+    family as ``cell`` (a registered name or a family object). Elman: ``{"h": ...}`` for
+    ``W_h``. LSTM: one per gate, ``"i", "f", "g", "o"``; GRU: ``"r", "z", "n"`` (the blocks act
+    on ``h`` through the gates, so no single bound applies). Reservoir: ``{"h": ...}`` for its
+    ``W`` in any storage. A user family opts in by defining ``recurrent_blocks(params)``.
     """
-    family = cells.family_of(params)
-    if family is cells.reservoir:
-        return {"h": spectrum(cells.reservoir.recurrent_matrix(params))}
-    names = {cells.elman: ("h",), cells.lstm: ("i", "f", "g", "o"), cells.gru: ("r", "z", "n")}[family]
-    hidden = cells.hidden_size(params)
-    return {name: spectrum(params.w_h[:, k * hidden : (k + 1) * hidden]) for k, name in enumerate(names)}
+    if cell is None:
+        if not hasattr(layer, "family") or not hasattr(layer, "cell"):
+            raise ValueError(
+                f"Expected a layer (RNNParams) or cell params with cell=<family>, got {type(layer).__name__} "
+                "without a family."
+            )
+        family, params = layer.family, layer.cell
+    else:
+        family, params = cells.resolve_family(cell), layer
+    if family.recurrent_blocks is None:
+        raise ValueError(
+            f"Cell {family.name!r} defines no recurrent_blocks(params): give its family one to get spectra."
+        )
+    return {name: spectrum(block) for name, block in family.recurrent_blocks(params).items()}
 
 
 def activation_gamma(params: Any) -> float:
     """γ = sup |f'| of an Elman cell's activation (1 tanh, relu, identity; 1/4 sigmoid)."""
-    if cells.family_of(params) is not cells.elman:
+    if not isinstance(params, cells.elman.ElmanParams):
         raise ValueError(f"γ is defined for Elman cells (one activation), got {type(params).__name__}.")
     return params.activation.gamma
 
@@ -239,7 +299,8 @@ def lyapunov_exponents(jacobians: jax.Array, num: Optional[int] = None) -> jax.A
     return jnp.sort(jnp.mean(logs, axis=0))[::-1]
 
 
-def tracker(cell_of: Callable[[Any], Any], step_of: Callable[[Any], StepFn], carry: Any, xs: jax.Array):
+def tracker(cell_of: Callable[[Any], Any], step_of: Callable[[Any], StepFn], carry: Any, xs: jax.Array, *,
+            cell: Any = None):
     """``params -> dict`` of gradient-flow metrics, to pass to ``fit`` as ``eval_fn``.
 
     Every ``eval_every`` steps ``fit`` then records ``spectral_radius`` and ``sigma1`` of the
@@ -248,14 +309,16 @@ def tracker(cell_of: Callable[[Any], Any], step_of: Callable[[Any], StepFn], car
     no product norm is finite and positive, e.g. after the parameters blew up).
 
     Args:
-      cell_of: ``params -> cell params`` (e.g. ``lambda p: p["cell"]``).
+      cell_of: ``params -> layer`` (an ``RNNParams``, e.g. ``lambda p: p["rnn"]``) or ``params ->
+        cell params`` with their family as ``cell``; the family's ``recurrent_blocks`` give the
+        spectra (see ``recurrent_spectrum``).
       step_of: ``params -> step_fn(carry, x)`` of the recurrence to probe.
     """
     _check_sequence(xs)
     norms_fn = jax.jit(lambda params: lag_norms(carry_jacobians(step_of(params), carry, xs)))
 
     def metrics(params):
-        spectra = recurrent_spectrum(cell_of(params)).values()
+        spectra = recurrent_spectrum(cell_of(params), cell).values()
         try:
             slope = decay_rate(norms_fn(params))
         except ValueError:  # every product overflowed or underflowed: no rate to fit

@@ -49,23 +49,44 @@ class _Shell(nnx.Module):
         return _unwrap(self.params)
 
 
-class _Cell(_Shell):
-    family: Any = None  # set by subclasses: the cell family module
+class Cell(_Shell):
+    """A cell of any family as a module: ``__call__(carry, x)`` is the family's ``step``.
 
-    def __init__(self, input_size: int = 0, hidden_size: int = 0, *, rngs: Optional[nnx.Rngs] = None,
-                 params: Any = None, **cell_kwargs: Any):
+    ``cell`` is a registered name (``"lstm"``) or any family object (see ``recurrax.cells``);
+    the subclasses below fix it to a built-in family.
+
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> cell = Cell("gru", 3, 4, rngs=nnx.Rngs(0))
+    >>> carry, y = cell(cell.initial_carry((2,)), jnp.ones((2, 3)))
+    >>> y.shape
+    (2, 4)
+    """
+
+    cell: Any = None  # subclasses fix the family here
+
+    def __init__(self, *args: Any, rngs: Optional[nnx.Rngs] = None, params: Any = None, **cell_kwargs: Any):
+        if type(self).cell is None:
+            if not args:
+                raise ValueError("Cell needs the cell family first: Cell('lstm', input_size, hidden_size, ...).")
+            family, args = args[0], args[1:]
+        else:
+            family = type(self).cell
+        self.family = cells.resolve_family(family)
         if params is None:
             if rngs is None:
                 raise ValueError(f"{type(self).__name__} needs rngs=nnx.Rngs(...) or params=...")
-            params = self.family.init(rngs.params(), input_size, hidden_size, **cell_kwargs)
-        elif cells.family_of(params) is not self.family:
-            raise ValueError(
-                f"{type(self).__name__} expects {self.family.__name__} params, got {type(params).__name__}."
-            )
+            if len(args) != 2:
+                raise ValueError(f"{type(self).__name__} needs input_size and hidden_size, got {len(args)} sizes.")
+            params = self.family.init(rngs.params(), *args, **cell_kwargs)
+        try:
+            cells.check_family(self.family, params)
+        except ValueError as error:
+            raise ValueError(f"{type(self).__name__} expects {self.family.name} params: {error}") from None
         self._store(params)
 
     def initial_carry(self, batch_shape: tuple[int, ...] = ()) -> Any:
-        """Zero carry for ``batch_shape``."""
+        """The family's initial carry for ``batch_shape``."""
         return self.family.initial_carry(self.pure_params, batch_shape)
 
     def __call__(self, carry: Any, x: jax.Array) -> tuple[Any, jax.Array]:
@@ -73,32 +94,32 @@ class _Cell(_Shell):
         return self.family.step(self.pure_params, carry, x)
 
 
-class ElmanCell(_Cell):
+class ElmanCell(Cell):
     """Elman cell module; see ``recurrax.elman`` for the equations and options."""
 
-    family = cells.elman
+    cell = "elman"
 
 
-class LSTMCell(_Cell):
+class LSTMCell(Cell):
     """LSTM cell module; see ``recurrax.lstm`` for the equations and options."""
 
-    family = cells.lstm
+    cell = "lstm"
 
 
-class GRUCell(_Cell):
+class GRUCell(Cell):
     """GRU cell module; see ``recurrax.gru`` for the equations and options."""
 
-    family = cells.gru
+    cell = "gru"
 
 
 class RNN(_Shell):
     """A recurrent layer over sequences; ``__call__`` is ``recurrax.rnn``.
 
-    Args (when not given ``params``): ``cell`` family name, ``input_size``, ``hidden_size``,
-    ``learned_initial`` and the family's ``init`` options.
+    Args (when not given ``params``): ``cell`` (a registered name or any family object),
+    ``input_size``, ``hidden_size``, ``learned_initial`` and the family's ``init`` options.
     """
 
-    def __init__(self, cell: str = "lstm", input_size: int = 0, hidden_size: int = 0, *,
+    def __init__(self, cell: Any = "lstm", input_size: int = 0, hidden_size: int = 0, *,
                  rngs: Optional[nnx.Rngs] = None, params: Optional[_layers.RNNParams] = None,
                  learned_initial: bool = False, **cell_kwargs: Any):
         if params is None:
@@ -115,7 +136,7 @@ class RNN(_Shell):
 class Bidirectional(_Shell):
     """A bidirectional layer; ``__call__`` is ``recurrax.bidirectional``."""
 
-    def __init__(self, cell: str = "lstm", input_size: int = 0, hidden_size: int = 0, *,
+    def __init__(self, cell: Any = "lstm", input_size: int = 0, hidden_size: int = 0, *,
                  merge: str = "concat", rngs: Optional[nnx.Rngs] = None,
                  params: Optional[_layers.BidirectionalParams] = None,
                  learned_initial: bool = False, **cell_kwargs: Any):

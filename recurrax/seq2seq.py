@@ -30,10 +30,9 @@ import jax
 import jax.numpy as jnp
 
 from recurrax import attention as attn
-from recurrax import cells, decoding
+from recurrax import decoding
 from recurrax._checks import check_array, check_int_range, check_lengths, is_traced
 from recurrax._layers import (
-    BidirectionalParams,
     DenseParams,
     EmbeddingParams,
     StackParams,
@@ -43,11 +42,13 @@ from recurrax._layers import (
     init_embedding,
     init_stack,
     layer_output_size,
-    stack,
+    rnn_initial_carry,
     stack_step,
+    _run_stack,
 )
+from recurrax._topologies import pick_last
 from recurrax._losses import sequence_cross_entropy
-from recurrax._unroll import sequence_mask, unroll
+from recurrax._unroll import sequence_mask
 from recurrax.vocab import EOS_ID, PAD_ID, SOS_ID
 
 
@@ -113,15 +114,20 @@ def encode_source(params: Seq2SeqParams, source: jax.Array, lengths: jax.Array) 
     lengths = check_lengths(lengths, source.shape[:1], source.shape[1])
     if not is_traced(lengths) and int(jnp.min(lengths)) < 1:
         raise ValueError("Expected every source to have at least one token; got an empty source (length 0).")
-    finals, states = stack(params.encoder, embed(params.source_embedding, source), lengths=lengths)
-    top = finals[-1]
-    context = (jnp.concatenate([top[0].h, top[1].h], -1) if isinstance(params.encoder.layers[-1], BidirectionalParams)
-               else top.h)
+    _, states, own = _run_stack(params.encoder, embed(params.source_embedding, source), carries=None,
+                                residual=False, dropout_rate=0.0, key=None, lengths=lengths)
+    # The encoder's top output at each source's last token (both ends for a bidirectional top).
+    context = pick_last(params.encoder.layers[-1], own, sequence_mask(lengths, source.shape[1]), time_axis=1)
     carries = []
     for layer, bridge in zip(params.decoder.layers, params.bridge):
-        family = cells.family_of(layer.cell)
+        carry = rnn_initial_carry(layer, source.shape[:1])
+        if "h" not in getattr(carry, "_fields", ()):
+            raise ValueError(
+                f"A seq2seq decoder cell needs a carry with an 'h' field (its output state, set from the "
+                f"encoder's context); cell {layer.family.name!r} has a {type(carry).__name__} carry."
+            )
         h = context if bridge is None else jnp.tanh(dense(bridge, context))
-        carries.append(family.initial_carry(layer.cell, source.shape[:1])._replace(h=h))
+        carries.append(carry._replace(h=h))
     memory = None
     if params.attention is not None:
         memory = attn.memory(params.attention, states, sequence_mask(lengths, source.shape[1]))
@@ -186,7 +192,9 @@ def decode_teacher_forced(
             use_model = (t > 0) & jax.random.bernoulli(k, sampling_ratio, given.shape)
             given = jnp.where(use_model, previous, given)
         state, logits, weights = decoder_step(params, state, given)
-        return (state, jnp.argmax(logits, -1).astype(given.dtype)), (logits, weights)
+        # The fed-back token is what greedy decoding would emit: never <pad> or <sos>.
+        own = jnp.argmax(decoding.mask_special_tokens(logits, eos_id=EOS_ID), -1).astype(given.dtype)
+        return (state, own), (logits, weights)
 
     steps = (jnp.moveaxis(decoder_inputs, 1, 0), keys, jnp.arange(decoder_inputs.shape[1]))
     _, (logits, weights) = jax.lax.scan(step, (state, first), steps)

@@ -1,9 +1,11 @@
 """An independent float64 NumPy transcription of the cell equations and of the sequence layers.
 
 Written from the equations in the module docstrings of ``recurrax/cells/{elman,lstm,gru}.py``
-(which follow the seeds and DESIGN.md), gate by gate, for one example at a time, with a plain
-Python loop over time. Nothing here calls recurrax: the recurrax NamedTuples are only read as
-containers of arrays.
+(which follow the seeds and DESIGN.md), of the echo-state reservoir (Jaeger 2001), and from the
+papers of the modern cells: minGRU and minLSTM (Feng et al. 2024, "Were RNNs all we needed?"),
+IndRNN (Li et al. 2018) and the LRU (Orvieto et al. 2023, in complex arithmetic). Gate by gate,
+for one example at a time, with a plain Python loop over time. Nothing here calls recurrax: the
+recurrax NamedTuples are only read as containers of arrays (static metadata by field name).
 
 Conventions: kernels are stored ``(in, out)`` and applied ``x @ W``; fused gate order is
 i, f, g, o for the LSTM and r, z, n for the GRU.
@@ -15,6 +17,7 @@ with their inputs.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional
 
 import numpy as np
@@ -31,8 +34,11 @@ ACTIVATIONS = {
     "identity": lambda v: v,
 }
 
-_FAMILY_OF_TYPE = {"ElmanParams": "elman", "LSTMParams": "lstm", "GRUParams": "gru"}
-CARRY_FIELDS = {"elman": ("h",), "lstm": ("h", "c"), "gru": ("h",)}
+_FAMILY_OF_TYPE = {"ElmanParams": "elman", "LSTMParams": "lstm", "GRUParams": "gru",
+                   "ReservoirParams": "reservoir", "MinGRUParams": "mingru", "MinLSTMParams": "minlstm",
+                   "IndRNNParams": "indrnn", "LRUParams": "lru"}
+CARRY_FIELDS = {"elman": ("h",), "lstm": ("h", "c"), "gru": ("h",), "reservoir": ("h",), "mingru": ("h",),
+                "minlstm": ("h",), "indrnn": ("h",), "lru": ("re", "im")}
 
 
 def f64(a: Any) -> np.ndarray:
@@ -48,9 +54,27 @@ def cell_params(params: Any) -> dict:
             out[name] = value.name
         elif value is None:
             out[name] = None
+        elif dataclasses.is_dataclass(value):  # other static metadata, as a dict of its fields
+            out[name] = dataclasses.asdict(value)
         else:
             out[name] = f64(value)
     return out
+
+
+def state_size(p: dict) -> int:
+    """The width of every carry field."""
+    if p["family"] in ("mingru", "minlstm"):
+        return p["b"].shape[0] // (2 if p["family"] == "mingru" else 3)
+    if p["family"] == "indrnn":
+        return p["u"].shape[0]
+    if p["family"] == "lru":
+        return p["nu_log"].shape[0]
+    return p["w_h"].shape[0]
+
+
+def output_size(p: dict) -> int:
+    """The width of the step's output."""
+    return p["C_re"].shape[1] if p["family"] == "lru" else state_size(p)
 
 
 def carry_dict(carry: Any) -> dict:
@@ -59,7 +83,7 @@ def carry_dict(carry: Any) -> dict:
 
 
 def zero_carry(p: dict, batch_shape: tuple = ()) -> dict:
-    hidden = p["w_h"].shape[0]
+    hidden = state_size(p)
     return {name: np.zeros(batch_shape + (hidden,)) for name in CARRY_FIELDS[p["family"]]}
 
 
@@ -116,7 +140,84 @@ def gru_step(p: dict, carry: dict, x: np.ndarray):
     return {"h": h_new}, h_new
 
 
-STEPS = {"elman": elman_step, "lstm": lstm_step, "gru": gru_step}
+def reservoir_step(p: dict, carry: dict, x: np.ndarray):
+    """Leaky echo-state reservoir: x' = (1 − a) x + a f(W x + W_in u + b).
+
+    ``W`` holds unit i's incoming weights in row i; the circulant layout stores
+    ``w_h[i, j] = W[i, (i + offsets[j]) mod H]``.
+    """
+    hidden = p["w_h"].shape[0]
+    offsets = p["layout"]["offsets"]
+    if offsets is None:
+        w = p["w_h"]
+    else:
+        w = np.zeros((hidden, hidden))
+        for i in range(hidden):
+            for j, offset in enumerate(offsets):
+                w[i, (i + offset) % hidden] = p["w_h"][i, j]
+    f = ACTIVATIONS[p["activation"]]
+    a = float(p["leak_rate"])
+    h = (1.0 - a) * carry["h"] + a * f(w @ carry["h"] + x @ p["w_x"] + p["b"])
+    return {"h": h}, h
+
+
+def min_g(v: np.ndarray) -> np.ndarray:
+    """Feng et al.'s positive map for the log-space form: v + 1/2 for v ≥ 0, σ(v) below."""
+    return np.where(v >= 0, v + 0.5, sigmoid(v))
+
+
+def mingru_step(p: dict, carry: dict, x: np.ndarray):
+    """minGRU, blocks z, h̃: z = σ(x W_z + b_z), h̃ = x W_h + b_h (g(·) in log space),
+    h' = (1 − z) ⊙ h + z ⊙ h̃."""
+    hidden = state_size(p)
+    k_z = x @ p["w_x"][:, :hidden] + p["b"][:hidden]
+    k_h = x @ p["w_x"][:, hidden:] + p["b"][hidden:]
+    z = sigmoid(k_z)
+    candidate = min_g(k_h) if p["candidate"]["log_space"] else k_h
+    h = (1.0 - z) * carry["h"] + z * candidate
+    return {"h": h}, h
+
+
+def minlstm_step(p: dict, carry: dict, x: np.ndarray):
+    """minLSTM, blocks f, i, h̃: f = σ(·), i = σ(·), f' = f/(f + i), i' = i/(f + i),
+    h' = f' ⊙ h + i' ⊙ h̃."""
+    hidden = state_size(p)
+
+    def pre(block):
+        cols = slice(block * hidden, (block + 1) * hidden)
+        return x @ p["w_x"][:, cols] + p["b"][cols]
+
+    f, i = sigmoid(pre(0)), sigmoid(pre(1))
+    candidate = min_g(pre(2)) if p["candidate"]["log_space"] else pre(2)
+    h = f / (f + i) * carry["h"] + i / (f + i) * candidate
+    return {"h": h}, h
+
+
+def indrnn_step(p: dict, carry: dict, x: np.ndarray):
+    """IndRNN: h' = σ(x W + u ⊙ h + b), with |u| clipped to recurrent_max when one is set."""
+    u = p["u"]
+    bound = p["recurrent_max"]["value"]
+    if bound is not None:
+        u = np.minimum(np.maximum(u, -bound), bound)
+    f = ACTIVATIONS[p["activation"]]
+    h = f(x @ p["w_x"] + u * carry["h"] + p["b"])
+    return {"h": h}, h
+
+
+def lru_step(p: dict, carry: dict, x: np.ndarray):
+    """LRU in complex arithmetic: λ = exp(−exp(ν_log) + i exp(θ_log)), γ = exp(γ_log),
+    h' = λ ⊙ h + γ ⊙ (x B), y = Re(h' C) + x D, B = B_re + i B_im, C = C_re + i C_im."""
+    lam = np.exp(-np.exp(p["nu_log"]) + 1j * np.exp(p["theta_log"]))
+    gamma = np.exp(p["gamma_log"])
+    b = p["B_re"] + 1j * p["B_im"]
+    c = p["C_re"] + 1j * p["C_im"]
+    h = lam * (carry["re"] + 1j * carry["im"]) + gamma * (x @ b)
+    y = (h @ c).real + x @ p["D"]
+    return {"re": h.real, "im": h.imag}, y
+
+
+STEPS = {"elman": elman_step, "lstm": lstm_step, "gru": gru_step, "reservoir": reservoir_step,
+         "mingru": mingru_step, "minlstm": minlstm_step, "indrnn": indrnn_step, "lru": lru_step}
 
 
 def step(p: dict, carry: dict, x: np.ndarray):
@@ -127,9 +228,9 @@ def step(p: dict, carry: dict, x: np.ndarray):
 def step_batched(p: dict, carry: dict, x: np.ndarray):
     """``step`` applied example by example over the leading batch axes of ``x``."""
     batch_shape = x.shape[:-1]
-    hidden = p["w_h"].shape[0]
+    hidden = state_size(p)
     new = {name: np.zeros(batch_shape + (hidden,)) for name in carry}
-    ys = np.zeros(batch_shape + (hidden,))
+    ys = np.zeros(batch_shape + (output_size(p),))
     for idx in np.ndindex(*batch_shape):
         c, y = step(p, {name: v[idx] for name, v in carry.items()}, x[idx])
         for name in new:
@@ -149,9 +250,9 @@ def run(p: dict, xs: np.ndarray, carry: Optional[dict] = None, mask: Optional[np
     ``{name: (T, H)}`` with ``return_carries=True``.
     """
     time = xs.shape[0]
-    hidden = p["w_h"].shape[0]
+    hidden = state_size(p)
     carry = zero_carry(p) if carry is None else {k: f64(v) for k, v in carry.items()}
-    ys = np.zeros((time, hidden))
+    ys = np.zeros((time, output_size(p)))
     carries = {name: np.zeros((time, hidden)) for name in carry}
     order = range(time - 1, -1, -1) if reverse else range(time)
     for t in order:
@@ -168,11 +269,11 @@ def run_batched(p: dict, xs: np.ndarray, carry: Optional[dict] = None, mask: Opt
                 reverse: bool = False, return_carries: bool = False):
     """``run`` for every sequence of ``xs`` ``(*batch, T, D)``; ``mask`` is ``(*batch, T)``."""
     batch_shape = xs.shape[:-2]
-    time, hidden = xs.shape[-2], p["w_h"].shape[0]
+    time, hidden = xs.shape[-2], state_size(p)
     if carry is None:
         carry = zero_carry(p, batch_shape)
     finals = {name: np.zeros(batch_shape + (hidden,)) for name in carry}
-    ys = np.zeros(batch_shape + (time, hidden))
+    ys = np.zeros(batch_shape + (time, output_size(p)))
     carries = {name: np.zeros(batch_shape + (time, hidden)) for name in carry}
     for idx in np.ndindex(*batch_shape):
         out = run(p, xs[idx], {k: v[idx] for k, v in carry.items()},

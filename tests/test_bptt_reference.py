@@ -12,7 +12,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import pytest
-from cell_cases import CASES_BY_ID, HIDDEN_SIZE, INPUT_SIZE, CellCase
+from cell_cases import CASES_BY_ID, HIDDEN_SIZE, INPUT_SIZE, CellCase, family_of
 
 import recurrax
 
@@ -29,12 +29,12 @@ LSTM_CASES = [CASES_BY_ID["lstm"], CASES_BY_ID["lstm-peephole"]]
 
 
 def _unroll(params, carry, xs):
-    step = functools.partial(recurrax.family_of(params).step, params)
+    step = functools.partial(family_of(params).step, params)
     return recurrax.unroll(step, carry, xs, time_major=True)
 
 
 def _unroll_cell(params, carry, xs):
-    return recurrax.unroll_cell(params, carry, xs, time_major=True)
+    return recurrax.unroll_cell(params, carry, xs, cell=family_of(params), time_major=True)
 
 
 UNROLLS = {"unroll": _unroll, "unroll_cell": _unroll_cell}

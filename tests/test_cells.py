@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpy_reference as ref
 import pytest
-from cell_cases import HIDDEN_SIZE, INPUT_SIZE
+from cell_cases import CASES, EXCLUDED, HIDDEN_SIZE, INPUT_SIZE, VARIANTS
 from jax.test_util import check_grads
 
 import recurrax
@@ -45,6 +45,19 @@ def _python_loop(step, carry, xs):
     return carry, jnp.stack(ys, axis=-2)
 
 
+# --------------------------------------------------------------------------- the cases
+
+
+def test_every_registered_cell_has_a_case():
+    """The common suite covers the registry: a registered family without a case fails here."""
+    covered = {case.family for case in CASES}
+    missing = set(recurrax.registered_cells()) - covered - set(EXCLUDED)
+    assert not missing, f"registered cells without a case in cell_cases.CASES: {sorted(missing)}"
+    assert set(VARIANTS) <= set(recurrax.registered_cells()), "variants listed for an unregistered name"
+    assert not set(EXCLUDED) & covered
+    assert {"elman", "lstm", "gru", "reservoir", "mingru", "minlstm", "indrnn", "lru"} <= covered
+
+
 # --------------------------------------------------------------------------- the equations
 
 
@@ -55,7 +68,11 @@ def test_step_matches_numpy(case, key, batch_shape):
     new_carry, y = case.module.step(params, carry, x)
     want_carry, want_y = ref.step_batched(ref.cell_params(params), ref.carry_dict(carry), ref.f64(x))
     _assert_close_to_ref(new_carry, y, want_carry, want_y)
-    np.testing.assert_array_equal(np.asarray(y), np.asarray(new_carry.h))  # the output is h'
+    if "h" in new_carry._fields:  # a carry's h is the step's output (what seq2seq decoders rely on)
+        np.testing.assert_array_equal(np.asarray(y), np.asarray(new_carry.h))
+    if case.cell.output is not None:  # and output() forms it from the new carry
+        np.testing.assert_array_equal(np.asarray(y), np.asarray(case.cell.output(params, new_carry, x)))
+    assert "h" in new_carry._fields or case.cell.output is not None, "y is neither carry.h nor output(...)"
 
 
 def test_step_from_zero_carry_matches_numpy(case, key):

@@ -3,10 +3,12 @@
 import functools
 import re
 
+import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
-from cell_cases import CASES, HIDDEN_SIZE, INPUT_SIZE
+from cell_cases import CASES, HIDDEN_SIZE, INPUT_SIZE, family_of
 
 import recurrax
 
@@ -24,7 +26,7 @@ def layer():
 
 
 def _unroll(params, xs, **options):
-    family = recurrax.family_of(params)
+    family = family_of(params)
     batch = tuple(xs.shape[:-2]) if xs.ndim >= 2 else ()
     return recurrax.unroll(functools.partial(family.step, params), family.initial_carry(params, batch), xs, **options)
 
@@ -43,7 +45,7 @@ def test_wrong_feature_size(case):
         recurrax.unroll(functools.partial(case.module.step, params), carry, jnp.ones((2, 6, 4)))
     with pytest.raises(ValueError, match=re.escape("Expected x with last dimension 3 (the cell's input_size), "
                                                    "got shape (2, 4).")):
-        recurrax.rnn(recurrax.RNNParams(cell=params, initial=None), jnp.ones((2, 6, 4)))
+        recurrax.rnn(recurrax.RNNParams(cell=params, initial=None, family=case.cell), jnp.ones((2, 6, 4)))
 
 
 def test_wrong_feature_size_in_stack_and_head(key):
@@ -96,8 +98,10 @@ def test_lengths_not_an_integer_array(gru):
         _unroll(gru, jnp.ones((2, T, D)), lengths=jnp.array([1.0, 2.0]))
     with pytest.raises(ValueError, match="Expected lengths with an integer dtype, got dtype bool."):
         _unroll(gru, jnp.ones((2, T, D)), lengths=jnp.array([True, False]))
-    with pytest.raises(ValueError, match="Expected lengths to be an array, got list."):
-        _unroll(gru, jnp.ones((2, T, D)), lengths=[1, 2])
+    with pytest.raises(ValueError, match="Expected lengths with an integer dtype, got dtype float64."):
+        _unroll(gru, jnp.ones((2, T, D)), lengths=[1.0, 2.0])
+    with pytest.raises(ValueError, match="Expected lengths to be an array-like of integers, got list."):
+        _unroll(gru, jnp.ones((2, T, D)), lengths=["1", "2"])
 
 
 @pytest.mark.parametrize("lengths,low,high", [([1, 7], 1, 7), ([-1, 2], -1, 2)])
@@ -177,15 +181,12 @@ def test_params_from_a_different_family(gru):
         recurrax.lstm.step(gru, lstm_carry, jnp.ones((2, D)))
     with pytest.raises(ValueError, match=re.escape("elman.initial_carry expects ElmanParams, got GRUParams")):
         recurrax.elman.initial_carry(gru)
-    with pytest.raises(ValueError, match=re.escape("Expected cell params (ElmanParams, LSTMParams, GRUParams, "
-                                                   "ReservoirParams), got dict.")):
-        recurrax.family_of({"w_x": jnp.ones((D, H))})
-    with pytest.raises(ValueError, match="rnn expects RNNParams, got GRUParams."):
+    with pytest.raises(ValueError, match=re.escape("rnn expects RNNParams (a layer, from init_rnn), got GRUParams.")):
         recurrax.rnn(gru, jnp.ones((2, T, D)))
     with pytest.raises(ValueError, match="stack expects StackParams, got GRUParams."):
         recurrax.stack(gru, jnp.ones((2, T, D)))
     with pytest.raises(ValueError, match="bidirectional expects BidirectionalParams, got RNNParams."):
-        recurrax.bidirectional(recurrax.RNNParams(gru, None), jnp.ones((2, T, D)))
+        recurrax.bidirectional(recurrax.RNNParams(gru, None, recurrax.cells.resolve_family("gru")), jnp.ones((2, T, D)))
 
 
 def test_carry_from_a_different_family(gru):
@@ -253,7 +254,8 @@ def test_unknown_activation(key):
 
 
 def test_unknown_family_name(key):
-    message = re.escape("Expected a cell family in ['elman', 'gru', 'lstm', 'reservoir'], got 'transformer'.")
+    names = sorted(recurrax.registered_cells())  # the built-ins, ["elman", "gru", "indrnn", ...]
+    message = re.escape(f"Expected a cell family in {names} or a family object, got 'transformer'.")
     with pytest.raises(ValueError, match=message):
         recurrax.init_rnn(key, "transformer", D, H)
     with pytest.raises(ValueError, match=message):
@@ -378,3 +380,39 @@ def test_out_of_range_token_ids_under_jit_give_nan_rows(key):
     table = recurrax.init_embedding(key, 5, 3)
     rows = jax.jit(functools.partial(recurrax.embed, table))(jnp.array([4, 5, -1]))
     assert bool(jnp.isfinite(rows[0]).all()) and bool(jnp.isnan(rows[1:]).all())
+
+
+# --------------------------------------------------------------------------- lengths as array-likes
+
+
+def test_lengths_may_be_a_list_or_an_int(gru, layer):
+    """Any array-like of integers is accepted and means the same as the jnp.array of it (issue 13.7)."""
+    xs = jax.random.normal(jax.random.key(1), (2, T, D))
+    for run in (functools.partial(_unroll, gru), functools.partial(recurrax.rnn, layer)):
+        chex.assert_trees_all_equal(run(xs, lengths=[5, 2]), run(xs, lengths=jnp.array([5, 2])))
+        chex.assert_trees_all_equal(run(xs[0], lengths=3), run(xs[0], lengths=jnp.array(3)))
+
+
+def test_check_lengths_raises_eagerly_what_jit_reports_at_run_time(layer):
+    """The public ``check_lengths`` gives the ValueError that a jitted call can only give at run time."""
+    from recurrax._checks import check_lengths  # exported as recurrax.check_lengths
+
+    run = jax.jit(lambda lengths: recurrax.rnn(layer, jnp.ones((2, T, D)), lengths=lengths)[1])
+    message = re.escape("Expected lengths in [0, 5] (the time axis has 5 steps), got lengths with min 2 and max 6.")
+    with pytest.raises(ValueError, match=message):
+        check_lengths([6, 2], (2,), T)
+    with pytest.raises(jax.errors.JaxRuntimeError, match=message):
+        run(jnp.array([6, 2])).block_until_ready()
+    checked = check_lengths([5, 0], (2,), T)
+    assert isinstance(checked, jax.Array) and checked.tolist() == [5, 0]
+    np.testing.assert_array_equal(run(checked), run(jnp.array([5, 0])))
+    with pytest.raises(ValueError, match=re.escape("Expected lengths with shape (2,) (the batch shape of xs), "
+                                                   "got shape (3,).")):
+        check_lengths(jnp.array([1, 2, 3]), (2,), T)
+    with pytest.raises(ValueError, match="Expected time to be a non-negative integer, got 5.0."):
+        check_lengths([1, 2], (2,), 5.0)
+    with pytest.raises(ValueError, match=re.escape("Expected batch_shape to be a tuple of integers, got 2.")):
+        check_lengths([1, 2], 2, T)
+    with pytest.raises(ValueError, match=re.escape("Expected lengths in [0, 5] (the time axis has 5 steps), got "
+                                                   "lengths with min 1 and max 4294967297.")):
+        check_lengths(np.array([2**32 + 1, 1]), (2,), T)  # exact: not wrapped to int32 first

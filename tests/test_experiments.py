@@ -81,7 +81,7 @@ def test_bench_gradients_agree_with_flax_cell_math():
     w_x = jnp.concatenate([cell["ii"]["kernel"], cell["if"]["kernel"], cell["ig"]["kernel"], cell["io"]["kernel"]], 1)
     w_h = jnp.concatenate([cell["hi"]["kernel"], cell["hf"]["kernel"], cell["hg"]["kernel"], cell["ho"]["kernel"]], 1)
     b = jnp.concatenate([cell["hi"]["bias"], cell["hf"]["bias"], cell["hg"]["bias"], cell["ho"]["bias"]])
-    params = recurrax.RNNParams(recurrax.LSTMParams(w_x, w_h, b, None), None)
+    params = recurrax.RNNParams(recurrax.LSTMParams(w_x, w_h, b, None), None, recurrax.as_family(recurrax.lstm))
     ours = recurrax.rnn(params, xs)[1]
     theirs = model.apply(variables, xs)
     assert jnp.allclose(ours, theirs, atol=1e-5)
@@ -168,7 +168,8 @@ def test_long_range_quick_runs_every_task_and_cell(tmp_path):
 
     rows = long_range.run(long_range.QUICK, tmp_path)["rows"]
     assert {(r["task"], r["cell"]) for r in rows} == {
-        (t, c) for t in ("adding", "copy", "temporal_order") for c in ("tanh RNN", "IRNN", "LSTM", "GRU")}
+        (t, c) for t in ("adding", "copy", "temporal_order")
+        for c in ("tanh RNN", "IRNN", "LSTM", "GRU", "minGRU", "minLSTM", "IndRNN", "LRU")}
     copy_row = next(r for r in rows if r["task"] == "copy")
     assert copy_row["baseline"] == pytest.approx(10 * np.log(8) / (long_range.QUICK.copy_delay + 20))
     assert all(np.isfinite(r["metric"]) and r["stopped"] is None for r in rows)

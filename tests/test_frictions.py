@@ -41,3 +41,61 @@ def test_readme_states_that_the_reset_before_update_gate_is_the_opposite_of_cho_
     converted = params._replace(w_x=params.w_x.at[:, z_block].multiply(-1), w_h=params.w_h.at[:, z_block].multiply(-1),
                                 b=params.b.at[z_block].multiply(-1))
     np.testing.assert_allclose(ours, _cho_gru(converted, h, x), rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- issue 13, items 3–5
+
+
+def test_every_documented_module_path_imports_both_ways():
+    import subprocess
+    import sys
+
+    # A fresh interpreter: `import recurrax.lstm` must work before anything else imported it.
+    modules = ["nnx", "lstm", "gru", "elman", "reservoir", "cells", "gradient_flow", "esn", "seq2seq",
+               "mingru", "minlstm", "indrnn", "lru"]
+    code = "; ".join(f"import recurrax.{m}; from recurrax import {m} as _{m}; assert recurrax.{m} is _{m}"
+                     for m in modules)
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert recurrax.nnx.StackedRNN is not None  # an attribute after a plain `import recurrax`
+
+
+def test_float64_inputs_into_float32_params_get_a_clear_error():
+    import re
+
+    import jax.numpy as jnp
+    import pytest
+
+    params = recurrax.init_rnn(jax.random.key(0), "lstm", 3, 4)
+    with jax.enable_x64(True):
+        xs = jnp.ones((2, 5, 3), jnp.float64)
+        message = re.escape("Expected xs in the carry's dtype float32, got float64") + ".*" + re.escape(
+            ": cast xs to float32 (xs.astype(jnp.float32)), or the params and carry to float64.")
+        for fused in (True, False):
+            with pytest.raises(ValueError, match=message):
+                recurrax.rnn(params, xs, fused_backward=fused)
+            with jax.numpy_dtype_promotion("standard"), pytest.raises(ValueError, match=message):
+                recurrax.rnn(params, xs, fused_backward=fused)  # a user's default promotion
+        with pytest.raises(ValueError, match=message):
+            recurrax.stack(recurrax.init_stack(jax.random.key(0), 3, [4]), xs)
+        recurrax.rnn(params, xs.astype(jnp.float32))  # the fix the message names
+
+
+def test_layers_pass_segment_length_through():
+    import jax.numpy as jnp
+    import pytest
+
+    params = recurrax.init_stack(jax.random.key(0), 3, [4, 4], cell=["gru", "lstm"], bidirectional=[True, False])
+    xs = jax.random.normal(jax.random.key(1), (2, 7, 3))
+
+    def loss(p, **options):
+        return jnp.sum(recurrax.stack(p, xs, lengths=jnp.array([7, 3]), **options)[1] ** 2)
+
+    want = jax.grad(loss)(params)
+    for segment_length in (2, 3, 7):
+        got = jax.grad(loss)(params, remat="sqrt", segment_length=segment_length)
+        np.testing.assert_allclose(got.layers[1].cell.w_h, want.layers[1].cell.w_h, rtol=1e-5, atol=1e-6)
+    layer = params.layers[1]
+    got = jax.grad(lambda p: jnp.sum(recurrax.rnn(p, jnp.ones((2, 7, 8)), remat="sqrt", segment_length=2)[1]))(layer)
+    assert np.isfinite(np.asarray(got.cell.w_x)).all()
+    with pytest.raises(ValueError, match="segment_length is only for remat='sqrt'"):
+        recurrax.rnn(layer, jnp.ones((2, 7, 8)), segment_length=2)

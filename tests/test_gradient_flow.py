@@ -47,7 +47,7 @@ def test_lag_norms_equal_dense_jacrev(case, key):
         dense = _dense_lag_jacobian(step, carry, xs, lag)
         np.testing.assert_allclose(norms[lag - 1], np.linalg.norm(np.asarray(dense, np.float64), 2), rtol=2e-5)
     if "h" in type(carry)._fields and len(type(carry)._fields) > 1:  # LSTM: the h -> h block
-        h = gf._field_slice(carry, "h")
+        h = gf.field_slice(carry, "h")
         block = gf.lag_norms(jacobians, block=(h, h))
         dense = _dense_lag_jacobian(step, carry, xs, 3)[h, h]
         np.testing.assert_allclose(block[2], np.linalg.norm(np.asarray(dense, np.float64), 2), rtol=2e-5)
@@ -116,6 +116,30 @@ def test_lstm_cell_state_block_is_the_forget_gate(key):
         gf.carry_block(block, carry, "x")
 
 
+def test_lag_norms_of_named_carry_blocks_equal_explicit_slices(key):
+    hidden = 4
+    params = recurrax.lstm.init(key, 3, hidden)
+    xs = jax.random.normal(jax.random.key(1), (6, 3))
+    carry = recurrax.lstm.initial_carry(params)
+    jacobians = gf.carry_jacobians(functools.partial(recurrax.lstm.step, params), carry, xs)
+    h, c = slice(0, hidden), slice(hidden, 2 * hidden)  # LSTMCarry(h, c), flattened in field order
+    assert gf.field_slice(carry, "h") == h and gf.field_slice(carry, "c") == c
+    products, product = [], np.eye(2 * hidden)  # reference: J_{T-1} ··· J_{T-lag} in float64 NumPy
+    for jacobian in np.asarray(jacobians, np.float64)[::-1]:
+        product = product @ jacobian
+        products.append(product)
+    for block, (rows, cols) in [("c", (c, c)), ("h", (h, h)), (("c", "h"), (c, h)), (("h", "c"), (h, c))]:
+        named = gf.lag_norms(jacobians, block=block, carry=carry)
+        np.testing.assert_array_equal(named, gf.lag_norms(jacobians, block=(rows, cols)))
+        np.testing.assert_allclose(named, [np.linalg.norm(p[rows, cols], 2) for p in products], rtol=1e-5)
+    with pytest.raises(ValueError, match=r"Expected a carry field among \('h', 'c'\), got 'x'"):
+        gf.lag_norms(jacobians, block=("c", "x"), carry=carry)
+    with pytest.raises(ValueError, match=r"Naming carry fields \(block='c'\) needs the carry: pass carry="):
+        gf.lag_norms(jacobians, block="c")
+    with pytest.raises(ValueError, match=r"Expected block to be a carry field name, .* got \(0, 4\)"):
+        gf.lag_norms(jacobians, block=(0, 4), carry=carry)
+
+
 def test_lyapunov_exponents_of_a_constant_map_are_log_eigenvalue_moduli():
     q = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0] + 0.3 * np.eye(3)
     a = q @ np.diag([2.0, -0.5, 0.1]) @ np.linalg.inv(q)
@@ -132,14 +156,14 @@ def test_spectra_bound_and_decay_rate():
     assert s.spectral_radius == pytest.approx(1.0) and s.sigma1 == pytest.approx(2.0)
     assert np.abs(s.eigenvalues).tolist() == pytest.approx([1.0, 1.0])
     lstm = recurrax.lstm.init(jax.random.key(0), 2, 3)
-    spectra = gf.recurrent_spectrum(lstm)
+    spectra = gf.recurrent_spectrum(lstm, "lstm")
     assert list(spectra) == ["i", "f", "g", "o"]
     assert spectra["f"].sigma1 == pytest.approx(np.linalg.norm(np.asarray(lstm.w_h[:, 3:6], np.float64), 2))
     with pytest.raises(ValueError, match="γ is defined for Elman cells"):
         gf.activation_gamma(lstm)
     for topology in ("random", "circulant"):  # a reservoir's W, in either storage
         reservoir = recurrax.reservoir.init(jax.random.key(1), 1, 30, spectral_radius=0.9, topology=topology)
-        assert gf.recurrent_spectrum(reservoir)["h"].spectral_radius == pytest.approx(0.9, rel=1e-6)
+        assert gf.recurrent_spectrum(reservoir, "reservoir")["h"].spectral_radius == pytest.approx(0.9, rel=1e-6)
     np.testing.assert_allclose(gf.bound([1, 2, 3], 0.5), [0.5, 0.25, 0.125])
     assert gf.decay_rate(0.7 ** np.arange(1, 20)) == pytest.approx(np.log(0.7))
     assert gf.decay_rate(np.r_[5.0, 0.9 ** np.arange(2, 20), 0.0], skip=1) == pytest.approx(np.log(0.9))
@@ -157,7 +181,7 @@ def test_tracker_records_spectrum_and_slope_during_fit():
     def step_of(p):
         return functools.partial(recurrax.elman.step, p["cell"])
 
-    track = gf.tracker(lambda p: p["cell"], step_of, carry, xs)
+    track = gf.tracker(lambda p: p["cell"], step_of, carry, xs, cell="elman")
     first = track(params)
     assert first["spectral_radius"] == pytest.approx(1.5, rel=1e-5)
     assert first["lag_slope"] == pytest.approx(gf.decay_rate(gf.lag_norms(gf.carry_jacobians(step_of(params), carry, xs))))

@@ -89,7 +89,7 @@ def test_module_wraps_given_params(name):
 
 
 def test_cell_module_refuses_another_family():
-    with pytest.raises(ValueError, match="LSTMCell expects recurrax.cells.lstm params, got GRUParams."):
+    with pytest.raises(ValueError, match="LSTMCell expects lstm params: lstm.initial_carry expects LSTMParams, got GRUParams"):
         rnnx.LSTMCell(params=recurrax.gru.init(jax.random.key(0), D, H))
     with pytest.raises(ValueError, match=r"GRUCell needs rngs=nnx.Rngs\(...\) or params=..."):
         rnnx.GRUCell(D, H)

@@ -43,7 +43,14 @@ def _readme() -> str:
 def test_quickstart_runs():
     blocks = fenced_blocks(_readme(), "python")
     assert blocks, "README.md has no ```python blocks"
-    exec_in_order(blocks, "README.md")
+    import recurrax
+
+    before = recurrax.registered_cells()
+    try:
+        exec_in_order(blocks, "README.md")
+    finally:  # the README registers a cell of its own: leave the registry as other tests saw it
+        for name in set(recurrax.registered_cells()) - set(before):
+            recurrax.unregister_cell(name)
 
 
 def test_exactly_two_setup_commands():

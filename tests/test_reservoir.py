@@ -9,7 +9,7 @@ import pytest
 
 import recurrax
 from recurrax import esn, reservoir, timeseries
-from recurrax.cells import has_pointwise_split
+
 
 TOPOLOGIES = ["random", "circulant"]
 
@@ -58,7 +58,7 @@ def test_init_draws_reservoirpys_structure(key):
     assert set(np.unique(w_in)) <= {-0.5, 0.0, 0.5}
     assert set(np.unique(w_fb)) == {-2.0, 2.0}  # connectivity 1
     assert set(np.unique(np.asarray(params.b))) == {-0.25, 0.25}
-    assert reservoir.external_input_size(params) == d and recurrax.cells.input_size(params) == d + f
+    assert reservoir.external_input_size(params) == d and recurrax.cells.resolve_family("reservoir").input_size(params) == d + f
     circulant = reservoir.init(key, 1, h, connectivity=0.2, topology="circulant")
     k = len(circulant.layout.offsets)
     dense = reservoir.recurrent_matrix(circulant)
@@ -110,9 +110,9 @@ def test_reservoir_layers_run_in_rnn_and_stack(key):
     layer = recurrax.init_rnn(
         key, "reservoir", 2, 8, spectral_radius=0.9, leak_rate=0.5, input_connectivity=1.0
     )
-    assert recurrax.family_of(layer.cell) is reservoir
-    assert (recurrax.cells.input_size(layer.cell), recurrax.cells.hidden_size(layer.cell)) == (2, 8)
-    assert not has_pointwise_split(layer.cell)
+    assert layer.family.source is reservoir and layer.family == recurrax.cells.resolve_family("reservoir")
+    assert (recurrax.layer_input_size(layer), recurrax.layer_output_size(layer)) == (2, 8)
+    assert not layer.family.has_pointwise_split(layer.cell)
     _, hs = recurrax.rnn(layer, xs)
     np.testing.assert_allclose(
         hs, _numpy_run(layer.cell, np.asarray(xs), np.zeros((3, 8))), rtol=1e-5, atol=1e-6

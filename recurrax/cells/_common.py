@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from recurrax._checks import check_array, check_params_type, check_positive_int
 
@@ -14,21 +16,61 @@ def check_sizes(input_size: Any, hidden_size: Any) -> tuple[int, int]:
     return check_positive_int(input_size, "input_size"), check_positive_int(hidden_size, "hidden_size")
 
 
-def zeros_carry(carry_type: type, params: Any, params_type: type, batch_shape: Any, fn: str):
-    """A carry of zeros, every field ``(*batch_shape, hidden_size)`` in the params' dtype."""
+def check_number(
+    value: Any, name: str, *, low: float = -math.inf, high: float = math.inf, low_open: bool = False
+) -> float:
+    """``value`` must be a finite real number in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high == math.inf else ']'}"
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"Expected {name} to be a number in {interval}, got {value!r}.")
+    value = float(value)
+    if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
+        raise ValueError(f"Expected {name} in {interval}, got {value!r}.")
+    return value
+
+
+def zeros_carry(
+    carry_type: type,
+    params: Any,
+    params_type: type,
+    batch_shape: Any,
+    fn: str,
+    *,
+    hidden_size: Optional[int] = None,
+    dtype: Any = None,
+):
+    """A carry of zeros, every field ``(*batch_shape, hidden_size)`` in the params' dtype.
+
+    ``hidden_size`` and ``dtype`` default to ``params.w_h``'s rows and dtype; families without a
+    ``w_h`` (IndRNN, minGRU, LRU, ...) pass them.
+    """
     check_params_type(params, params_type, fn)
     if isinstance(batch_shape, int):
         raise ValueError(f"Expected batch_shape as a tuple of ints, got the int {batch_shape}; write ({batch_shape},).")
     batch_shape = tuple(batch_shape)
-    hidden_size = params.w_h.shape[0]
-    zeros = jnp.zeros(batch_shape + (hidden_size,), params.w_h.dtype)
+    hidden_size = params.w_h.shape[0] if hidden_size is None else hidden_size
+    zeros = jnp.zeros(batch_shape + (hidden_size,), params.w_h.dtype if dtype is None else dtype)
     return carry_type(*([zeros] * len(carry_type._fields)))
 
 
-def check_step(params: Any, params_type: type, carry: Any, carry_type: type, x: Any, fn: str) -> None:
-    """Static checks of one step: params family, input feature size, carry type and shapes."""
+def check_step(
+    params: Any,
+    params_type: type,
+    carry: Any,
+    carry_type: type,
+    x: Any,
+    fn: str,
+    *,
+    input_size: Optional[int] = None,
+    hidden_size: Optional[int] = None,
+) -> None:
+    """Static checks of one step: params family, input feature size, carry type and shapes.
+
+    ``input_size`` and ``hidden_size`` default to ``params.w_x``'s and ``params.w_h``'s rows.
+    """
     check_params_type(params, params_type, fn)
-    input_size, hidden_size = params.w_x.shape[0], params.w_h.shape[0]
+    input_size = params.w_x.shape[0] if input_size is None else input_size
+    hidden_size = params.w_h.shape[0] if hidden_size is None else hidden_size
     check_array(x, "x")
     if x.ndim < 1 or x.shape[-1] != input_size:
         raise ValueError(

@@ -27,7 +27,7 @@ from recurrax import initializers
 from recurrax._activations import Activation
 from recurrax.cells._common import check_sizes, check_step, lift, zeros_carry
 
-__all__ = ["ElmanParams", "ElmanCarry", "init", "initial_carry", "step", "pointwise"]
+__all__ = ["ElmanParams", "ElmanCarry", "init", "initial_carry", "step", "pointwise", "output_size", "recurrent_blocks"]
 
 
 # ``pointwise`` reads its products only through ``zx + zh`` (used by ``unroll_cell``).
@@ -106,3 +106,13 @@ def step(params: ElmanParams, carry: ElmanCarry, x: jax.Array) -> tuple[ElmanCar
     """
     check_step(params, ElmanParams, carry, ElmanCarry, x, "elman.step")
     return pointwise(params, carry, x @ params.w_x, carry.h @ params.w_h)
+
+
+def output_size(params: ElmanParams) -> int:
+    """H, the size of ``h`` (the step's output)."""
+    return params.w_h.shape[0]
+
+
+def recurrent_blocks(params: ElmanParams) -> dict[str, jax.Array]:
+    """``{"h": W_h}``, the recurrent matrix (for ``gradient_flow.recurrent_spectrum``)."""
+    return {"h": params.w_h}

@@ -38,7 +38,10 @@ import jax.numpy as jnp
 from recurrax import initializers
 from recurrax.cells._common import check_sizes, check_step, lift, split_gates, zeros_carry
 
-__all__ = ["GRUParams", "GRUCarry", "init", "initial_carry", "step", "pointwise"]
+__all__ = [
+    "GRUParams", "GRUCarry", "init", "initial_carry", "step", "pointwise", "output_size",
+    "has_pointwise_split", "recurrent_blocks",
+]
 
 
 class GRUParams(NamedTuple):
@@ -123,3 +126,18 @@ def step(params: GRUParams, carry: GRUCarry, x: jax.Array) -> tuple[GRUCarry, ja
     candidate = jnp.tanh(an + (r * h) @ params.w_h[:, 2 * hidden_size :])
     h_new = (1 - z) * h + z * candidate
     return GRUCarry(h=h_new), h_new
+
+
+def output_size(params: GRUParams) -> int:
+    """H, the size of ``h`` (the step's output)."""
+    return params.w_h.shape[0]
+
+
+def has_pointwise_split(params: GRUParams) -> bool:
+    """Only the reset-after form is ``pointwise(params, carry, x @ w_x, h @ w_h)``."""
+    return params.b_hn is not None
+
+
+def recurrent_blocks(params: GRUParams) -> dict[str, jax.Array]:
+    """The square block of ``w_h`` per gate, ``{"r", "z", "n"}`` (for ``gradient_flow``)."""
+    return dict(zip("rzn", split_gates(params.w_h, 3)))

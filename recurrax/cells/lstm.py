@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from recurrax import initializers
 from recurrax.cells._common import check_sizes, check_step, lift, split_gates, zeros_carry
 
-__all__ = ["LSTMParams", "LSTMCarry", "init", "initial_carry", "step", "pointwise"]
+__all__ = ["LSTMParams", "LSTMCarry", "init", "initial_carry", "step", "pointwise", "output_size", "recurrent_blocks"]
 
 
 # ``pointwise`` reads its products only through ``zx + zh`` (used by ``unroll_cell``).
@@ -115,3 +115,13 @@ def step(params: LSTMParams, carry: LSTMCarry, x: jax.Array) -> tuple[LSTMCarry,
     """One LSTM step for ``x`` of shape ``(*batch, input_size)``; returns ``(LSTMCarry(h', c'), h')``."""
     check_step(params, LSTMParams, carry, LSTMCarry, x, "lstm.step")
     return pointwise(params, carry, x @ params.w_x, carry.h @ params.w_h)
+
+
+def output_size(params: LSTMParams) -> int:
+    """H, the size of ``h`` (the step's output)."""
+    return params.w_h.shape[0]
+
+
+def recurrent_blocks(params: LSTMParams) -> dict[str, jax.Array]:
+    """The square block of ``w_h`` per gate, ``{"i", "f", "g", "o"}`` (for ``gradient_flow``)."""
+    return dict(zip("ifgo", split_gates(params.w_h, 4)))

@@ -68,6 +68,8 @@ __all__ = [
     "recurrent_matrix",
     "with_spectral_radius",
     "external_input_size",
+    "output_size",
+    "recurrent_blocks",
 ]
 
 TOPOLOGIES = ("random", "circulant")
@@ -384,3 +386,14 @@ def external_input_size(params: ReservoirParams) -> int:
 def _check_params(params: Any, fn: str) -> None:
     if not isinstance(params, ReservoirParams):
         raise ValueError(f"{fn} expects ReservoirParams, got {type(params).__name__}.")
+
+
+def output_size(params: ReservoirParams) -> int:
+    """H, the size of ``h`` (the step's output)."""
+    _check_params(params, "output_size")
+    return params.w_h.shape[0]
+
+
+def recurrent_blocks(params: ReservoirParams) -> dict[str, np.ndarray]:
+    """``{"h": W}`` in any storage, dense (for ``gradient_flow.recurrent_spectrum``)."""
+    return {"h": recurrent_matrix(params)}
