@@ -124,6 +124,7 @@ from recurrax import truncation as truncation  # noqa: E402
 from recurrax import vocab as vocab  # noqa: E402
 from recurrax import cells as cells  # noqa: E402
 from recurrax import nnx as nnx  # noqa: E402
+from recurrax import interop as interop  # noqa: E402
 
 # The cell families live in ``recurrax.cells``; alias them so that ``import recurrax.lstm`` works
 # as ``from recurrax import lstm`` does (the docs use both).
@@ -147,7 +148,7 @@ __all__ = [
     "elman_bptt", "elman_readout_bptt", "lstm_bptt",
     "attention", "char_lm", "decoding", "gradient_flow", "seq2seq", "tasks", "truncation", "vocab",
     "reservoir", "ReservoirCarry", "ReservoirParams", "esn", "timeseries",
-    "CellFamily", "as_family", "check_lengths", "last_outputs", "register_cell", "registered_cells", "unregister_cell", "cells", "nnx",
+    "CellFamily", "as_family", "check_lengths", "last_outputs", "register_cell", "registered_cells", "unregister_cell", "cells", "nnx", "interop",
     "mingru", "MinGRUCarry", "MinGRUParams", "minlstm", "MinLSTMCarry", "MinLSTMParams",
     "indrnn", "IndRNNCarry", "IndRNNParams", "lru", "LRUCarry", "LRUParams",
 ]
