@@ -26,6 +26,9 @@ from recurrax import initializers as initializers
 from recurrax._activations import Activation as Activation
 from recurrax._bptt_reference import elman_bptt as elman_bptt
 from recurrax._checks import check_lengths as check_lengths
+from recurrax._sharding import data_mesh as data_mesh
+from recurrax._sharding import replicate as replicate
+from recurrax._sharding import shard_batch as shard_batch
 from recurrax._bptt_reference import elman_readout_bptt as elman_readout_bptt
 from recurrax._bptt_reference import lstm_bptt as lstm_bptt
 from recurrax._layers import BidirectionalParams as BidirectionalParams
@@ -148,7 +151,7 @@ __all__ = [
     "elman_bptt", "elman_readout_bptt", "lstm_bptt",
     "attention", "char_lm", "decoding", "gradient_flow", "seq2seq", "tasks", "truncation", "vocab",
     "reservoir", "ReservoirCarry", "ReservoirParams", "esn", "timeseries",
-    "CellFamily", "as_family", "check_lengths", "last_outputs", "register_cell", "registered_cells", "unregister_cell", "cells", "nnx", "interop",
+    "CellFamily", "as_family", "check_lengths", "last_outputs", "data_mesh", "replicate", "shard_batch", "register_cell", "registered_cells", "unregister_cell", "cells", "nnx", "interop",
     "mingru", "MinGRUCarry", "MinGRUParams", "minlstm", "MinLSTMCarry", "MinLSTMParams",
     "indrnn", "IndRNNCarry", "IndRNNParams", "lru", "LRUCarry", "LRUParams",
 ]

@@ -159,7 +159,10 @@ def restore_checkpoint(directory: PathLike, like: Any, *, step: Optional[int] = 
     """Read the checkpoint of ``step`` (default: the latest) into the structure of ``like``.
 
     ``like`` is a state of the same model and optimiser (e.g. a fresh ``init_train_state``);
-    only its structure, shapes, dtypes and key implementation are used.
+    only its structure, shapes, dtypes, key implementation and shardings are used. The restored
+    arrays take ``like``'s shardings, whatever the devices the checkpoint was written from: a
+    state saved on 8 devices restores onto one device, and a one-device checkpoint onto a mesh
+    with ``restore_checkpoint(directory, replicate(like, mesh))``.
 
     Raises ``CheckpointError`` when there is no checkpoint (or not that step), when it does not
     match ``like`` (naming the first differing leaf), or when its bytes fail the digest check.
@@ -185,7 +188,7 @@ def restore_checkpoint(directory: PathLike, like: Any, *, step: Optional[int] = 
             raise CheckpointError(f"{where} is corrupt or incomplete: cannot read its manifest ({error}).") from error
         manifest = manifest["manifest"]
         _check_matches(manifest, _manifest(plain_like), where)
-        abstract = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(np.shape(leaf), np.asarray(leaf).dtype), plain_like)
+        abstract = jax.tree.map(_abstract, plain_like)
         try:
             restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
         except Exception as error:
@@ -200,6 +203,13 @@ def restore_checkpoint(directory: PathLike, like: Any, *, step: Optional[int] = 
         return jax.random.wrap_key_data(leaf, impl=jax.random.key_impl(template)) if _is_key(template) else leaf
 
     return jax.tree.map(rewrap, restored, like)
+
+
+def _abstract(leaf: Any) -> jax.ShapeDtypeStruct:
+    """The shape, dtype and (for a ``jax.Array``) sharding orbax restores ``leaf`` with."""
+    if isinstance(leaf, jax.Array):
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
+    return jax.ShapeDtypeStruct(np.shape(leaf), np.asarray(leaf).dtype)
 
 
 def _check_matches(saved: dict, expected: dict, where: str) -> None:

@@ -58,21 +58,24 @@ def check_int_range(values: jax.Array, low: int, high: int, name: str, why: str)
     """Integer ``values`` must lie in ``[low, high)``: checked now when concrete, at run time when traced.
 
     Under ``jit`` the check is a ``jax.debug.callback``, so a bad value makes the call fail with
-    this message instead of silently indexing or truncating.
+    this message instead of silently indexing or truncating. Only the min and max, reduced on
+    the device, go to the host: a batch split over devices is not gathered for the check.
     """
 
-    def check(values):
-        values = np.asarray(values)
-        if values.size and (values.min() < low or values.max() >= high):
+    def check(smallest, largest):
+        if smallest < low or largest >= high:
             raise ValueError(
                 f"Expected {name} in [{low}, {high - 1}] ({why}), "
-                f"got {name} with min {values.min()} and max {values.max()}."
+                f"got {name} with min {smallest} and max {largest}."
             )
 
+    if not np.size(values):
+        return
     if is_traced(values):
-        jax.debug.callback(check, values)
+        jax.debug.callback(check, jnp.min(values), jnp.max(values))
     else:
-        check(values)
+        values = np.asarray(values)
+        check(values.min(), values.max())
 
 
 def check_lengths(lengths: Any, batch_shape: Sequence[int], time: int) -> jax.Array:

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from recurrax._checks import check_array, check_positive_int
+from recurrax._sharding import jit_data_parallel
 from recurrax._training import TrainState, apply_gradients
 from recurrax._unroll import unroll, valid_steps
 
@@ -174,6 +175,8 @@ def make_tbptt_train_step(
     k2: int,
     reset_carry: Any = None,
     jit: bool = True,
+    mesh: Optional[Any] = None,
+    axis: str = "data",
 ):
     """Build ``train_step(state, carry, batch) -> (state, carry, metrics)`` doing TBPTT(k1, k2).
 
@@ -185,6 +188,10 @@ def make_tbptt_train_step(
     inside a chunk from ``reset_carry`` (default zeros).
     ``metrics`` has per-update ``loss`` and ``grad_norm`` (before clipping), each
     ``(num_updates,)``.
+
+    ``mesh``: data parallelism as in ``make_train_step``: the batch and the carry split by rows
+    over the mesh's ``axis``, the state replicated. The returned carry stays split with its
+    batch rows, so passing it to the next call moves nothing between devices.
     """
     k1, k2 = _check_truncation(k1, k2)
 
@@ -211,4 +218,7 @@ def make_tbptt_train_step(
         (state, _, final), metrics = jax.lax.scan(update, (state, carry, carry), windows)
         return state, jax.lax.stop_gradient(final), metrics
 
+    if mesh is not None:
+        return jit_data_parallel(train_step, mesh, axis, jit, sharded=(False, True, True),
+                                 sharded_out=(False, True, False))
     return jax.jit(train_step) if jit else train_step

@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from recurrax._sharding import jit_data_parallel
+
 LossFn = Callable[[Any, Any, jax.Array], jax.Array]
 
 
@@ -66,13 +68,27 @@ def init_train_state(params: Any, optimizer: optax.GradientTransformation, key: 
 
 
 def make_train_step(
-    loss_fn: LossFn, optimizer: optax.GradientTransformation, *, jit: bool = True
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    *,
+    jit: bool = True,
+    mesh: Optional[Any] = None,
+    axis: str = "data",
 ) -> Callable[[TrainState, Any], tuple[TrainState, dict]]:
     """Build ``train_step(state, batch) -> (state, metrics)``: one full-BPTT update.
 
     ``loss_fn(params, batch, key) -> scalar`` gets a fresh key each step (split from
     ``state.key``). ``metrics`` holds ``loss`` and ``grad_norm``, the global gradient norm
     *before* clipping, so exploding gradients stay visible when clipping hides them.
+
+    Data parallelism: with ``mesh`` (a ``jax.sharding.Mesh``, e.g. ``data_mesh()``) the step is
+    one ``jax.jit`` whose batch is split by rows over the mesh's ``axis`` (every batch leaf has
+    the batch as its leading axis, its size divisible by the axis size) while the state is
+    replicated; XLA inserts the all-reduce of the gradients. The loss is the same global mean,
+    so the result equals the one-device step (up to float rounding) whatever the device count;
+    random numbers drawn from the step's key over the whole batch (``dropout``) are the same
+    too. The step places the state and batch on the mesh itself (``replicate``,
+    ``shard_batch``), so ``fit`` needs nothing more; see ``recurrax._sharding``.
 
     >>> import jax.numpy as jnp
     >>> step = make_train_step(lambda p, b, k: jnp.sum((p - b) ** 2), default_optimizer(0.1))
@@ -86,6 +102,8 @@ def make_train_step(
         loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, step_key)
         return apply_gradients(optimizer, state, loss, grads, key)
 
+    if mesh is not None:
+        return jit_data_parallel(train_step, mesh, axis, jit, sharded=(False, True), sharded_out=(False, False))
     return jax.jit(train_step) if jit else train_step
 
 
@@ -198,6 +216,11 @@ def fit(
         steps and whenever ``fit`` returns or is interrupted (the last finite state). It must
         not hold checkpoints beyond ``state.step``: resume with ``restore_checkpoint`` first.
       max_to_keep: keep only the newest this many checkpoints (default all).
+
+    Data parallelism needs nothing here: a step built with ``make_train_step(..., mesh=...)``
+    puts each batch on its mesh itself (split by rows, ``shard_batch``) and the state replicated.
+    In a multi-process run every process calls ``fit`` with the same batches and checkpoint
+    directory (orbax writes each checkpoint collectively).
 
     A non-finite loss, gradient norm or params stops training at once with a message naming the
     quantity and the step; the update that produced it is discarded, so the returned (and

@@ -313,6 +313,21 @@ def _matmul(compute_dtype: Any) -> Callable[[jax.Array, jax.Array], jax.Array]:
     return lambda a, b: jnp.matmul(a.astype(compute_dtype), b.astype(compute_dtype), preferred_element_type=a.dtype)
 
 
+def _outer_sum(a: jax.Array, b: jax.Array, compute_dtype: Any) -> jax.Array:
+    """``Σ a_t ⊗ b_t`` over time and batch: ``(T, *batch, F)``, ``(T, *batch, G) -> (F, G)``.
+
+    One contraction over every leading axis rather than a product of ``(T·batch, F)`` rows: a
+    batch split over devices (``make_train_step(mesh=...)``) stays split, each device sums its
+    own rows and XLA adds one all-reduce, where merging time and batch into rows made it gather
+    the whole batch's activations on every device.
+    """
+    lead = tuple(range(a.ndim - 1))
+    if compute_dtype is None:
+        return jnp.tensordot(a, b, axes=(lead, lead))
+    return jnp.tensordot(a.astype(compute_dtype), b.astype(compute_dtype), axes=(lead, lead),
+                         preferred_element_type=a.dtype)
+
+
 def _cast(w: jax.Array, compute_dtype: Any) -> jax.Array:
     """A kernel in ``compute_dtype``, cast once outside the scan rather than at every step."""
     return w if compute_dtype is None else w.astype(compute_dtype)
@@ -400,12 +415,8 @@ def _fused_scan_bwd(family, reverse, unroll, compute_dtype, residuals, cotangent
         body, d_final, (prev, products, mask_t, d_ys), reverse=not reverse, unroll=unroll
     )
     d_zx, d_zh = d_z[0], d_z[-1]  # the same array when the products are summed
-
-    def rows(a):  # (T, *batch, F) -> (T * batch, F)
-        return a.reshape(-1, a.shape[-1])
-
     d_params = jax.tree.map(lambda g: g.sum(0), d_rest)._replace(
-        w_x=matmul(rows(xs_t).T, rows(d_zx)), w_h=matmul(rows(prev.h).T, rows(d_zh))
+        w_x=_outer_sum(xs_t, d_zx, compute_dtype), w_h=_outer_sum(prev.h, d_zh, compute_dtype)
     )
     return d_params, d_carry, matmul(d_zx, params.w_x.T), None
 

@@ -31,7 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
+from jax.sharding import PartitionSpec as P
 
+from recurrax import _sharding
 from recurrax._checks import check_array, check_positive_int, is_traced
 from recurrax._unroll import unroll
 from recurrax.cells import reservoir
@@ -795,6 +797,8 @@ def sweep(
     warmup: int = 0,
     input_to_readout: bool = True,
     fit_bias: bool = True,
+    mesh: Optional[jax.sharding.Mesh] = None,
+    axis: str = "data",
     **init_kwargs: Any,
 ) -> SweepResult:
     """Validation RMSE over keys × spectral radii × leak rates × ridges, in one compiled call.
@@ -818,6 +822,11 @@ def sweep(
         and ``ridge_readout``).
       warmup: training steps left out of the regression.
       input_to_readout, fit_bias: as in ``fit``.
+      mesh, axis: spread the grid over the devices of ``mesh``'s ``axis`` (e.g.
+        ``recurrax.data_mesh()``): the (key, radius, leak) points are dealt out in equal shares
+        (the last point repeated to fill the last share) and each device runs its share, host
+        solves included, under ``jax.shard_map``; the data and reservoirs are replicated. The
+        errors are those of the one-device sweep up to float rounding.
       init_kwargs: other ``reservoir.init`` options (not ``spectral_radius`` or ``leak_rate``).
 
     Returns:
@@ -889,6 +898,9 @@ def sweep(
         fit_bias=fit_bias,
     )
     data = (train_x, train_y, train_fb, val_x, val_y, val_fb)
+    if mesh is not None:
+        errors = _sharded_sweep(point, stacked, radii, leaks, dtype, data, mesh, axis)
+        return SweepResult(errors, radii, leaks, ridge_values)
     over_leaks = jax.vmap(point, in_axes=(None, None, 0) + (None,) * 6)
     over_radii = jax.vmap(over_leaks, in_axes=(None, 0, None) + (None,) * 6)
     over_keys = jax.vmap(over_radii, in_axes=(0, None, None) + (None,) * 6)
@@ -896,3 +908,25 @@ def sweep(
         stacked, jnp.asarray(radii, dtype), jnp.asarray(leaks, dtype), *data
     )
     return SweepResult(np.asarray(errors, np.float64), radii, leaks, ridge_values)
+
+
+def _sharded_sweep(point, stacked, radii, leaks, dtype, data, mesh, axis) -> np.ndarray:
+    """``sweep``'s grid as a flat list of (key, radius, leak) points split over ``mesh``'s ``axis``."""
+    mesh = _sharding.check_mesh(mesh, axis)
+    num_keys = jax.tree.leaves(stacked)[0].shape[0]
+    grid = (num_keys, len(radii), len(leaks))
+    which = np.stack(np.unravel_index(np.arange(int(np.prod(grid))), grid), axis=-1)  # (G, 3)
+    devices = mesh.shape[axis]
+    padded = -(-len(which) // devices) * devices
+    which = np.concatenate([which, np.repeat(which[-1:], padded - len(which), axis=0)])
+
+    def share(stacked, key_index, radius, leak, data):
+        params = jax.tree.map(lambda leaf: leaf[key_index], stacked)
+        return jax.vmap(point, in_axes=(0, 0, 0) + (None,) * 6)(params, radius, leak, *data)
+
+    run = jax.jit(jax.shard_map(share, mesh=mesh, in_specs=(P(), P(axis), P(axis), P(axis), P()),
+                                out_specs=P(axis), check_vma=False))
+    with jax.set_mesh(mesh):  # also inside a caller's set_mesh of an Explicit-axes mesh
+        errors = run(stacked, jnp.asarray(which[:, 0]), jnp.asarray(radii[which[:, 1]], dtype),
+                     jnp.asarray(leaks[which[:, 2]], dtype), data)
+    return np.asarray(errors, np.float64)[: int(np.prod(grid))].reshape(grid + (-1,))
