@@ -17,4 +17,5 @@ EXPERIMENTS = {
     "esn": "experiments.esn",
     "char_lm": "experiments.char_lm",
     "seq2seq": "experiments.seq2seq",
+    "ntm": "experiments.ntm",
 }

@@ -1,10 +1,11 @@
 """recurrax: recurrent neural networks in JAX.
 
 Layers, bottom up: cell families (``elman``, ``lstm``, ``gru``, ``reservoir``, ``mingru``,
-``minlstm``, ``indrnn``, ``lru``: pure ``init`` /
-``initial_carry`` / ``step`` over NamedTuples), ``unroll`` (the one ``lax.scan`` time loop),
-layers and topologies, training (optax steps, ``fit``, checkpoints, truncated BPTT), and Flax
-NNX shells in ``recurrax.nnx``. Sequence-to-sequence parts: ``vocab`` (tokens and padded
+``minlstm``, ``indrnn``, ``lru``, ``ntm``: pure ``init`` / ``initial_carry`` / ``step`` over
+NamedTuples; any user-written family is accepted everywhere, see ``recurrax.cells``),
+``unroll`` (the one ``lax.scan`` time loop), layers and topologies, training (optax steps,
+``fit``, checkpoints, truncated BPTT, data-parallel meshes), Flax NNX shells in
+``recurrax.nnx`` and weight converters in ``recurrax.interop``. Sequence-to-sequence parts: ``vocab`` (tokens and padded
 batches), ``attention`` (Bahdanau and Luong), ``decoding`` (greedy, sampling, beam search),
 ``seq2seq`` (encoder–decoder with attention) and ``char_lm`` (character language models).
 Echo state networks: ``esn`` (ridge readouts, free running, diagnostics, sweeps) and
@@ -90,6 +91,7 @@ from recurrax.cells import registered_cells as registered_cells
 from recurrax.cells import unregister_cell as unregister_cell
 from recurrax.cells import gru as gru
 from recurrax.cells import lstm as lstm
+from recurrax.cells import ntm as ntm
 from recurrax.cells import reservoir as reservoir
 from recurrax.cells.elman import ElmanCarry as ElmanCarry
 from recurrax.cells.elman import ElmanParams as ElmanParams
@@ -97,6 +99,8 @@ from recurrax.cells.gru import GRUCarry as GRUCarry
 from recurrax.cells.gru import GRUParams as GRUParams
 from recurrax.cells.lstm import LSTMCarry as LSTMCarry
 from recurrax.cells.lstm import LSTMParams as LSTMParams
+from recurrax.cells.ntm import NTMCarry as NTMCarry
+from recurrax.cells.ntm import NTMParams as NTMParams
 from recurrax.cells.reservoir import ReservoirCarry as ReservoirCarry
 from recurrax.cells.reservoir import ReservoirParams as ReservoirParams
 from recurrax.cells import indrnn as indrnn
@@ -131,7 +135,7 @@ from recurrax import interop as interop  # noqa: E402
 
 # The cell families live in ``recurrax.cells``; alias them so that ``import recurrax.lstm`` works
 # as ``from recurrax import lstm`` does (the docs use both).
-for _name in ("elman", "lstm", "gru", "reservoir", "mingru", "minlstm", "indrnn", "lru"):
+for _name in ("elman", "lstm", "gru", "reservoir", "mingru", "minlstm", "indrnn", "lru", "ntm"):
     _sys.modules[f"{__name__}.{_name}"] = getattr(cells, _name)
 del _name
 
@@ -151,7 +155,9 @@ __all__ = [
     "elman_bptt", "elman_readout_bptt", "lstm_bptt",
     "attention", "char_lm", "decoding", "gradient_flow", "seq2seq", "tasks", "truncation", "vocab",
     "reservoir", "ReservoirCarry", "ReservoirParams", "esn", "timeseries",
-    "CellFamily", "as_family", "check_lengths", "last_outputs", "data_mesh", "replicate", "shard_batch", "register_cell", "registered_cells", "unregister_cell", "cells", "nnx", "interop",
+    "ntm", "NTMCarry", "NTMParams",
+    "CellFamily", "as_family", "register_cell", "registered_cells", "unregister_cell", "cells",
+    "check_lengths", "last_outputs", "data_mesh", "replicate", "shard_batch", "nnx", "interop",
     "mingru", "MinGRUCarry", "MinGRUParams", "minlstm", "MinLSTMCarry", "MinLSTMParams",
     "indrnn", "IndRNNCarry", "IndRNNParams", "lru", "LRUCarry", "LRUParams",
 ]

@@ -10,7 +10,11 @@ can be read against them.
 - ``temporal_order`` (Hochreiter & Schmidhuber 1997, task 6a; Pascanu et al. 2013): the order
   of two marked symbols among distractors, 4 classes;
 - ``recall_task``: name the symbol flagged exactly L steps before the end (the truncated-vs-full
-  BPTT study).
+  BPTT study);
+- ``copy`` (Graves et al. 2014, §4.1): reproduce a variable-length sequence of random bit vectors
+  after a delimiter, scored with ``bit_errors`` (bits wrong per sequence);
+- ``associative_recall`` (Graves et al. 2014, §4.3): after a list of items, give the item that
+  followed a queried one.
 
 Sequence-to-sequence tasks are text pairs ``(source, target)`` drawn with NumPy from an integer
 seed (strings live on the host; ``recurrax.vocab`` turns them into padded id batches):
@@ -38,7 +42,7 @@ class Task(NamedTuple):
     """A batch of a synthetic sequence task."""
 
     xs: jax.Array  # (B, T, D) float32 inputs
-    targets: jax.Array  # (B, T) int32 classes, or (B, T, 1) float32 regression targets
+    targets: jax.Array  # (B, T) int32 classes, (B, T, 1) float32 regression targets, or (B, T, bits) 0/1
     teaching: jax.Array  # (B, T) bool: the steps whose loss counts
 
 
@@ -134,6 +138,117 @@ def recall_task(key: jax.Array, batch_size: int, *, lag: int, length: int, vocab
     answer = symbols[:, length - lag]
     targets = jnp.broadcast_to(answer[:, None], (batch_size, length)).astype(jnp.int32)
     return Task(xs, targets, _last_step_only(batch_size, length))
+
+
+def _random_lengths(key: jax.Array, batch_size: int, low: int, high: int, what: str) -> jax.Array:
+    low, high = check_positive_int(low, f"min_{what}"), check_positive_int(high, f"max_{what}")
+    if low > high:
+        raise ValueError(f"Expected min_{what} <= max_{what}, got {low} > {high}.")
+    return jax.random.randint(key, (batch_size,), low, high + 1)
+
+
+def copy(key: jax.Array, batch_size: int, *, min_length: int = 1, max_length: int = 20, num_bits: int = 8) -> Task:
+    """The NTM copy task (Graves et al. 2014, §4.1): read random bit vectors, then write them back.
+
+    Each sequence has its own length L, uniform in ``[min_length, max_length]`` (the paper
+    trains on 1–20; ``min_length = max_length`` gives a fixed test length). Inputs
+    ``(B, T, num_bits + 1)`` with ``T = 2·max_length + 1``: steps ``0 … L−1`` show the L random
+    vectors (bits Bernoulli(1/2)) on the first ``num_bits`` channels, step ``L`` sets the delimiter
+    channel (the last), and steps ``L+1 … 2L`` show nothing while the model writes the copy.
+    Targets ``(B, T, num_bits)`` hold the vectors at steps ``L+1 … 2L`` (zeros elsewhere) and
+    ``teaching`` marks those steps; the rest is padding. Score with ``bit_errors``; guessing
+    gives ``num_bits·L/2`` errors per sequence.
+
+    >>> task = copy(jax.random.key(0), 2, min_length=3, max_length=3)
+    >>> task.xs.shape, task.targets.shape, task.teaching[0].astype(int).tolist()
+    ((2, 7, 9), (2, 7, 8), [0, 0, 0, 0, 1, 1, 1])
+    """
+    batch_size, num_bits = check_positive_int(batch_size, "batch_size"), check_positive_int(num_bits, "num_bits")
+    k_length, k_bits = jax.random.split(key)
+    lengths = _random_lengths(k_length, batch_size, min_length, max_length, "length")
+    time = 2 * max_length + 1
+    bits = jax.random.bernoulli(k_bits, 0.5, (batch_size, max_length, num_bits)).astype(jnp.float32)
+    steps = jnp.arange(time)[None, :]  # (1, T)
+    length = lengths[:, None]  # (B, 1)
+    shown = steps < length
+    answer = (steps > length) & (steps <= 2 * length)
+    rows = jnp.arange(batch_size)[:, None]
+    read_at = jnp.clip(steps, 0, max_length - 1)
+    write_at = jnp.clip(steps - length - 1, 0, max_length - 1)
+    xs_bits = jnp.where(shown[..., None], bits[rows, read_at], 0.0)
+    delimiter = (steps == length).astype(jnp.float32)[..., None]
+    xs = jnp.concatenate([xs_bits, delimiter], axis=-1)
+    targets = jnp.where(answer[..., None], bits[rows, write_at], 0.0)
+    return Task(xs, targets, answer)
+
+
+def associative_recall(
+    key: jax.Array, batch_size: int, *, min_items: int = 2, max_items: int = 6, item_length: int = 3,
+    num_bits: int = 6,
+) -> Task:
+    """Associative recall (Graves et al. 2014, §4.3): give the item that followed the queried one.
+
+    An item is ``item_length`` random ``num_bits``-bit vectors (paper: 3 × 6 bits). Each
+    sequence shows n items (n uniform in ``[min_items, max_items]``, paper 2–6), each after an
+    item-delimiter step (channel ``num_bits``); then a query: a query-delimiter step (channel
+    ``num_bits + 1``), one of the first n − 1 items (uniformly), and a query-delimiter step again;
+    then ``item_length`` silent steps where the target is the item that followed the queried
+    one. Inputs ``(B, T, num_bits + 2)``, ``T = (item_length + 1)·max_items + 2·item_length + 2``;
+    targets ``(B, T, num_bits)`` and ``teaching`` at the answer steps; padding after them.
+
+    >>> task = associative_recall(jax.random.key(0), 2, min_items=2, max_items=2)
+    >>> task.xs.shape, int(task.teaching[0].sum())
+    ((2, 16, 8), 3)
+    """
+    batch_size, num_bits = check_positive_int(batch_size, "batch_size"), check_positive_int(num_bits, "num_bits")
+    item_length = check_positive_int(item_length, "item_length")
+    if min_items < 2:
+        raise ValueError(f"Expected min_items >= 2 (a queried item and the one after it), got {min_items!r}.")
+    k_count, k_query, k_bits = jax.random.split(key, 3)
+    counts = _random_lengths(k_count, batch_size, min_items, max_items, "items")
+    query = jnp.floor(jax.random.uniform(k_query, (batch_size,)) * (counts - 1).astype(jnp.float32)).astype(jnp.int32)
+    bits = jax.random.bernoulli(k_bits, 0.5, (batch_size, max_items, item_length, num_bits)).astype(jnp.float32)
+    span = item_length + 1
+    time = span * max_items + 2 * item_length + 2
+    steps = jnp.arange(time)[None, :]  # (1, T)
+    rows = jnp.arange(batch_size)[:, None]
+    end = span * counts[:, None]  # first step after the items
+    in_items = steps < end
+    item, position = jnp.clip(steps // span, 0, max_items - 1), steps % span
+    query_start = end + 1
+    in_query = (steps >= query_start) & (steps < query_start + item_length)
+    answer_start = query_start + item_length + 1
+    answer = (steps >= answer_start) & (steps < answer_start + item_length)
+    item_bits = bits[rows, item, jnp.clip(position - 1, 0, item_length - 1)]
+    query_bits = bits[rows, query[:, None], jnp.clip(steps - query_start, 0, item_length - 1)]
+    next_bits = bits[rows, jnp.clip(query[:, None] + 1, 0, max_items - 1), jnp.clip(steps - answer_start, 0, item_length - 1)]
+    xs_bits = jnp.where((in_items & (position > 0))[..., None], item_bits, 0.0)
+    xs_bits = jnp.where(in_query[..., None], query_bits, xs_bits)
+    item_delimiter = (in_items & (position == 0)).astype(jnp.float32)[..., None]
+    query_delimiter = ((steps == end) | (steps == query_start + item_length)).astype(jnp.float32)[..., None]
+    xs = jnp.concatenate([xs_bits, item_delimiter, query_delimiter], axis=-1)
+    targets = jnp.where(answer[..., None], next_bits, 0.0)
+    return Task(xs, targets, answer)
+
+
+def bit_errors(logits: jax.Array, targets: jax.Array, teaching: jax.Array) -> jax.Array:
+    """Bits wrong per sequence after thresholding (Graves et al. 2014's copy and recall metric).
+
+    A bit is predicted 1 where its logit is positive (probability > 1/2), and counted wrong where
+    that differs from the target, on the ``teaching`` steps only. ``logits`` and ``targets``
+    ``(*batch, T, bits)``, ``teaching`` ``(*batch, T)``; returns ``(*batch,)`` float32 counts.
+
+    >>> logits = jnp.array([[[2.0, -1.0], [0.5, 0.5]]])
+    >>> bit_errors(logits, jnp.array([[[1.0, 1.0], [0.0, 1.0]]]), jnp.array([[True, False]])).tolist()
+    [1.0]
+    """
+    if logits.shape != targets.shape or tuple(teaching.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(
+            f"Expected logits and targets of one shape (*batch, T, bits) and teaching (*batch, T), got "
+            f"{tuple(logits.shape)}, {tuple(targets.shape)} and {tuple(teaching.shape)}."
+        )
+    wrong = (logits > 0) != (targets > 0.5)
+    return jnp.sum(wrong & teaching[..., None], axis=(-2, -1)).astype(jnp.float32)
 
 
 DIGITS = "0123456789"

@@ -52,7 +52,7 @@ def test_every_documented_module_path_imports_both_ways():
 
     # A fresh interpreter: `import recurrax.lstm` must work before anything else imported it.
     modules = ["nnx", "lstm", "gru", "elman", "reservoir", "cells", "gradient_flow", "esn", "seq2seq",
-               "mingru", "minlstm", "indrnn", "lru"]
+               "mingru", "minlstm", "indrnn", "lru", "ntm", "interop"]
     code = "; ".join(f"import recurrax.{m}; from recurrax import {m} as _{m}; assert recurrax.{m} is _{m}"
                      for m in modules)
     subprocess.run([sys.executable, "-c", code], check=True)

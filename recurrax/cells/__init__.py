@@ -7,7 +7,7 @@ families are registered here under their names, through ``register_cell`` like a
 
 from __future__ import annotations
 
-from recurrax.cells import elman, gru, indrnn, lru, lstm, mingru, minlstm, reservoir
+from recurrax.cells import elman, gru, indrnn, lru, lstm, mingru, minlstm, ntm, reservoir
 from recurrax.cells._family import CellFamily as CellFamily
 from recurrax.cells._family import as_family as as_family
 from recurrax.cells._family import check_family as check_family
@@ -16,6 +16,6 @@ from recurrax.cells._family import registered_cells as registered_cells
 from recurrax.cells._family import resolve_family as resolve_family
 from recurrax.cells._family import unregister_cell as unregister_cell
 
-for _module in (elman, lstm, gru, reservoir, mingru, minlstm, indrnn, lru):
+for _module in (elman, lstm, gru, reservoir, mingru, minlstm, indrnn, lru, ntm):
     register_cell(_module)
 del _module
