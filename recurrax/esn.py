@@ -37,6 +37,7 @@ from recurrax import _sharding
 from recurrax._checks import check_array, check_positive_int, is_traced
 from recurrax._unroll import unroll
 from recurrax.cells import reservoir
+from recurrax.cells._common import check_number
 from recurrax.cells.reservoir import ReservoirCarry, ReservoirParams
 
 __all__ = [
@@ -845,9 +846,9 @@ def sweep(
     radii = np.asarray(spectral_radii, np.float64).reshape(-1)
     leaks = np.asarray(leak_rates, np.float64).reshape(-1)
     for value in radii:
-        reservoir._check_number(float(value), "spectral_radius", low=0.0)
+        check_number(float(value), "spectral_radius", low=0.0)
     for value in leaks:
-        reservoir._check_number(float(value), "leak_rate", low=0.0, high=1.0, low_open=True)
+        check_number(float(value), "leak_rate", low=0.0, high=1.0, low_open=True)
     for name, x in (
         ("train_inputs", train_inputs),
         ("train_targets", train_targets),

@@ -17,14 +17,26 @@ def check_sizes(input_size: Any, hidden_size: Any) -> tuple[int, int]:
 
 
 def check_number(
-    value: Any, name: str, *, low: float = -math.inf, high: float = math.inf, low_open: bool = False
+    value: Any,
+    name: str,
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
 ) -> float:
-    """``value`` must be a finite real number in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
-    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high == math.inf else ']'}"
+    """``value`` must be a finite real number in the stated interval; returns it as a float.
+
+    The interval is ``[low, high]``, open at either end with ``low_open`` / ``high_open``.
+    """
+    left, right = "(" if low_open else "[", ")" if high_open or high == math.inf else "]"
+    interval = f"{left}{low:g}, {high:g}{right}"
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ValueError(f"Expected {name} to be a number in {interval}, got {value!r}.")
     value = float(value)
-    if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if not math.isfinite(value) or too_low or too_high:
         raise ValueError(f"Expected {name} in {interval}, got {value!r}.")
     return value
 

@@ -48,7 +48,6 @@ networks with leaky-integrator neurons", Neural Networks 20 (2007); A. Rodan and
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -56,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from recurrax._activations import Activation
-from recurrax.cells._common import check_sizes, check_step, lift, zeros_carry
+from recurrax.cells._common import check_number, check_sizes, check_step, lift, zeros_carry
 
 __all__ = [
     "ReservoirParams",
@@ -106,28 +105,6 @@ class ReservoirCarry(NamedTuple):
     """State of a reservoir: the unit activations ``h`` (the x of the equations)."""
 
     h: jax.Array  # (*batch, hidden_size)
-
-
-def _check_number(
-    value: Any,
-    name: str,
-    *,
-    low: float,
-    high: float = math.inf,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """``value`` must be a real number in the stated interval; returns it as a float."""
-    left, right = "(" if low_open else "[", ")" if high_open or high == math.inf else "]"
-    interval = f"{left}{low:g}, {high:g}{right}"
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"Expected {name} to be a number in {interval}, got {value!r}.")
-    value = float(value)
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if not math.isfinite(value) or too_low or too_high:
-        raise ValueError(f"Expected {name} in {interval}, got {value!r}.")
-    return value
 
 
 def _sparse_positions(key: jax.Array, size: int, connectivity: float) -> np.ndarray:
@@ -212,16 +189,16 @@ def init(
       ``ReservoirParams``.
     """
     input_size, hidden_size = check_sizes(input_size, hidden_size)
-    spectral_radius = _check_number(spectral_radius, "spectral_radius", low=0.0)
-    leak_rate = _check_number(leak_rate, "leak_rate", low=0.0, high=1.0, low_open=True)
-    input_scaling = _check_number(input_scaling, "input_scaling", low=0.0)
-    connectivity = _check_number(connectivity, "connectivity", low=0.0, high=1.0, low_open=True)
-    input_connectivity = _check_number(
+    spectral_radius = check_number(spectral_radius, "spectral_radius", low=0.0)
+    leak_rate = check_number(leak_rate, "leak_rate", low=0.0, high=1.0, low_open=True)
+    input_scaling = check_number(input_scaling, "input_scaling", low=0.0)
+    connectivity = check_number(connectivity, "connectivity", low=0.0, high=1.0, low_open=True)
+    input_connectivity = check_number(
         input_connectivity, "input_connectivity", low=0.0, high=1.0, low_open=True
     )
-    bias_scaling = _check_number(bias_scaling, "bias_scaling", low=0.0)
-    feedback_scaling = _check_number(feedback_scaling, "feedback_scaling", low=0.0)
-    feedback_connectivity = _check_number(
+    bias_scaling = check_number(bias_scaling, "bias_scaling", low=0.0)
+    feedback_scaling = check_number(feedback_scaling, "feedback_scaling", low=0.0)
+    feedback_connectivity = check_number(
         feedback_connectivity, "feedback_connectivity", low=0.0, high=1.0, low_open=True
     )
     if (
@@ -368,7 +345,7 @@ def with_spectral_radius(
     """
     _check_params(params, "with_spectral_radius")
     if not isinstance(spectral_radius, jax.core.Tracer):
-        _check_number(float(np.asarray(spectral_radius)), "spectral_radius", low=0.0)
+        check_number(float(np.asarray(spectral_radius)), "spectral_radius", low=0.0)
     if current is None:
         current = _spectral_radius(recurrent_matrix(params))
         if current == 0.0:
