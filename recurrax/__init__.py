@@ -10,8 +10,10 @@ batches), ``attention`` (Bahdanau and Luong), ``decoding`` (greedy, sampling, be
 ``seq2seq`` (encoder–decoder with attention) and ``char_lm`` (character language models).
 Echo state networks: ``esn`` (ridge readouts, free running, diagnostics, sweeps) and
 ``timeseries`` (Mackey–Glass, Lorenz, NARMA). Research modules: ``gradient_flow`` (vanishing
-and exploding gradients), ``truncation`` (truncated vs full BPTT) and ``tasks`` (synthetic
-long-range and sequence-to-sequence tasks).
+and exploding gradients), ``truncation`` (truncated vs full BPTT), ``hessian_free``
+(Martens–Sutskever optimisation with structural damping), ``parallel`` (parallel-in-time
+evaluation: associative scans, DEER, quasi-DEER, ELK) and ``tasks`` (synthetic long-range,
+pathological and sequence-to-sequence tasks).
 
 >>> import jax, jax.numpy as jnp
 >>> import recurrax
@@ -124,6 +126,8 @@ from recurrax import char_lm as char_lm  # noqa: E402
 from recurrax import decoding as decoding  # noqa: E402
 from recurrax import esn as esn  # noqa: E402
 from recurrax import gradient_flow as gradient_flow  # noqa: E402
+from recurrax import hessian_free as hessian_free  # noqa: E402
+from recurrax import parallel as parallel  # noqa: E402
 from recurrax import seq2seq as seq2seq  # noqa: E402
 from recurrax import tasks as tasks  # noqa: E402
 from recurrax import timeseries as timeseries  # noqa: E402
@@ -160,4 +164,5 @@ __all__ = [
     "check_lengths", "last_outputs", "data_mesh", "replicate", "shard_batch", "nnx", "interop",
     "mingru", "MinGRUCarry", "MinGRUParams", "minlstm", "MinLSTMCarry", "MinLSTMParams",
     "indrnn", "IndRNNCarry", "IndRNNParams", "lru", "LRUCarry", "LRUParams",
+    "hessian_free", "parallel",
 ]

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Optional, Sequence, Union
 import jax
 import jax.numpy as jnp
 
-from recurrax import cells, initializers
+from recurrax import cells, initializers, parallel
 from recurrax.cells import CellFamily
 from recurrax._checks import check_array, check_positive_int, is_traced
 from recurrax._unroll import split_step, unroll, unroll_cell
@@ -117,6 +117,8 @@ def rnn(
     return_carries: bool = False,
     fused_backward: Optional[bool] = None,
     compute_dtype: Any = None,
+    method: Any = "scan",
+    initial_guess: Any = None,
 ):
     """Run one recurrent layer over ``xs`` ``(*batch, T, D)``.
 
@@ -146,6 +148,14 @@ def rnn(
     Meant for accelerators with fast bfloat16 products: on XLA:CPU it was 1.3–1.6× slower
     forward than float32 (``python -m experiments bench``).
 
+    ``method``: how the time loop is evaluated (``recurrax.parallel``): ``"scan"`` (default,
+    ``lax.scan``), ``"associative"`` (exact, linear cells), ``"deer"``, ``"quasi_deer"``,
+    ``"elk"`` (Newton over the whole trajectory, any cell, to a tolerance; gradients by implicit
+    differentiation), or a ``recurrax.parallel.Method`` with options. ``initial_guess`` warm-starts
+    the Newton methods from carries in the ``return_carries`` layout. The parallel methods take
+    lengths, mask, reverse and time_major; ``unroll``, ``remat``, ``segment_length``,
+    ``fused_backward`` and ``compute_dtype`` belong to the scan and are refused with them.
+
     Returns:
       ``(final_carry, hs)`` with ``hs`` of shape ``(*batch, T, H)`` (zero at masked steps), plus
       the per-step carries with ``return_carries=True``.
@@ -156,6 +166,17 @@ def rnn(
     (2, 6, 4)
     """
     _check_rnn_params(params, "rnn")
+    method = parallel.as_method(method)
+    if method.name != "scan":
+        _check_scan_options(method, unroll=unroll, remat=remat, segment_length=segment_length,
+                            fused_backward=fused_backward, compute_dtype=compute_dtype)
+        solution = parallel.solve(params, xs, method=method, carry=carry, lengths=lengths, mask=mask,
+                                  reverse=reverse, time_major=time_major, initial_guess=initial_guess)
+        if return_carries:
+            return solution.final_carry, solution.outputs, solution.carries
+        return solution.final_carry, solution.outputs
+    if initial_guess is not None:
+        raise ValueError(f"initial_guess warm-starts a Newton method; got method={method.name!r}.")
     family = params.family
     if carry is None:
         carry = rnn_initial_carry(params, _batch_shape(xs, time_major))
@@ -173,6 +194,15 @@ def rnn(
         step = split_step(params.cell, compute_dtype, cell=family)
     return _unroll_fn(step, carry, xs, remat=remat, segment_length=segment_length,
                       return_carries=return_carries, **options)
+
+
+def _check_scan_options(method, **options) -> None:
+    defaults = dict(unroll=1, remat=False, segment_length=None, fused_backward=None, compute_dtype=None)
+    chosen = [f"{name}={value!r}" for name, value in options.items() if value is not defaults[name]
+              and value != defaults[name]]
+    if chosen:
+        raise ValueError(f"{', '.join(chosen)} configure the sequential scan; method={method.name!r} does not "
+                         "use them: drop them, or use method='scan'.")
 
 
 _unroll_fn = unroll  # ``rnn`` and friends take an ``unroll=`` factor that shadows the function.
@@ -250,6 +280,7 @@ def bidirectional(
     segment_length: Optional[int] = None,
     fused_backward: Optional[bool] = None,
     compute_dtype: Any = None,
+    method: Any = "scan",
 ):
     """Bidirectional layer (Schuster & Paliwal 1997): ``y_t = merge(h→_t, h←_t)``.
 
@@ -265,7 +296,7 @@ def bidirectional(
     """
     finals, (fwd, bwd) = _bidirectional_directions(
         params, xs, carry=carry, lengths=lengths, mask=mask, time_major=time_major, unroll=unroll, remat=remat,
-        segment_length=segment_length, fused_backward=fused_backward, compute_dtype=compute_dtype,
+        segment_length=segment_length, fused_backward=fused_backward, compute_dtype=compute_dtype, method=method,
     )
     return finals, params.merge(fwd, bwd)
 
@@ -406,6 +437,7 @@ def stack(
     segment_length: Optional[int] = None,
     fused_backward: Optional[bool] = None,
     compute_dtype: Any = None,
+    method: Any = "scan",
 ):
     """Run a deep RNN: ``s^(l)_t = cell_l(s^(l)_{t-1}, s^(l-1)_t)``, ``s^(0) = x`` (Graves 2013).
 
@@ -429,7 +461,7 @@ def stack(
     finals, hs, _ = _run_stack(
         params, xs, carries=carries, residual=residual, dropout_rate=dropout_rate, key=key,
         lengths=lengths, mask=mask, time_major=time_major, unroll=unroll, remat=remat,
-        segment_length=segment_length, fused_backward=fused_backward, compute_dtype=compute_dtype,
+        segment_length=segment_length, fused_backward=fused_backward, compute_dtype=compute_dtype, method=method,
     )
     return finals, hs
 

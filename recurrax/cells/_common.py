@@ -113,3 +113,27 @@ def lift(v: jax.Array, like: jax.Array) -> jax.Array:
 def split_gates(z: jax.Array, num: int) -> list[jax.Array]:
     """Split fused pre-activations ``(..., num * H)`` into ``num`` blocks of ``(..., H)``."""
     return jnp.split(z, num, axis=-1)
+
+
+def pointwise_jacobian_diagonal(pointwise, params: Any, carry: Any, x: jax.Array) -> tuple[Any, Any]:
+    """``(new_carry, diag)`` of ``pointwise(params, carry, x @ w_x, h @ w_h)``'s carry Jacobian.
+
+    For the built-in cells whose pointwise part acts unit by unit (output unit i reads only the
+    i-th entry of each gate block of ``zh`` and the i-th entry of each carry leaf), ``∂ leaf'_i /
+    ∂ leaf_i`` for every i at once is one ``jax.jvp`` per carry leaf: the leaf's tangent is ones,
+    and for ``h`` the products' tangent is the diagonal of each gate block of ``w_h``
+    (``zh = h @ w_h``, block g of ``w_h`` is ``(H, H)``). No H×H Jacobian is formed.
+    """
+    w_h = params.w_h
+    hidden = carry.h.shape[-1]
+    gates = w_h.shape[-1] // hidden
+    w_diag = jnp.concatenate([jnp.diagonal(w_h[:, g * hidden:(g + 1) * hidden]) for g in range(gates)])
+    zx, zh = x @ params.w_x, carry.h @ w_h
+    zeros = jax.tree.map(jnp.zeros_like, carry)
+    diags = {}
+    for name in carry._fields:
+        tangent = zeros._replace(**{name: jnp.ones_like(getattr(carry, name))})
+        zh_dot = jnp.broadcast_to(w_diag, zh.shape) if name == "h" else jnp.zeros_like(zh)
+        (new, _), (new_dot, _) = jax.jvp(lambda c, z: pointwise(params, c, zx, z), (carry, zh), (tangent, zh_dot))
+        diags[name] = getattr(new_dot, name)
+    return new, type(carry)(**diags)

@@ -39,6 +39,12 @@ Optional attributes, each unlocking a tool:
   ``carry' = from_linear(params, a ⊙ to_linear(params, carry) + b)``. Default: the carry itself.
 - ``output(params, carry, x) -> y``: for linear cells, the output from the new carry (so the
   outputs of a whole trajectory can be formed after a parallel scan of the carries).
+- ``log_linear_recurrence(params, x) -> (log_a, log_b)``: a linear family whose ``a`` and
+  ``b`` are positive gives their logarithms (computed stably, not as ``log(a)``), for the
+  log-space associative scan (``recurrax.parallel.associative(log_space=True)``).
+- ``jacobian_diagonal(params, carry, x) -> (new_carry, diag)``: the step's new carry and the
+  diagonal of its Jacobian with respect to the carry (``diag`` a carry-shaped pytree:
+  ``∂ new_leaf[i] / ∂ leaf[i]``), for quasi-DEER and ELK without forming the N×N Jacobian.
 - ``recurrent_blocks(params) -> {name: (n, n) matrix}``: the square recurrent matrices whose
   spectra ``gradient_flow.recurrent_spectrum`` reports.
 
@@ -97,6 +103,8 @@ class CellFamily:
     to_linear: Optional[Callable[..., Any]] = None
     from_linear: Optional[Callable[..., Any]] = None
     recurrent_blocks: Optional[Callable[[Any], dict]] = None
+    log_linear_recurrence: Optional[Callable[..., Any]] = None
+    jacobian_diagonal: Optional[Callable[..., Any]] = None
     source: Any = dataclasses.field(default=None, compare=False, repr=False)
 
     def __repr__(self) -> str:
@@ -177,6 +185,8 @@ def as_family(obj: Any) -> CellFamily:
         to_linear=getattr(obj, "to_linear", None),
         from_linear=getattr(obj, "from_linear", None),
         recurrent_blocks=getattr(obj, "recurrent_blocks", None),
+        log_linear_recurrence=getattr(obj, "log_linear_recurrence", None),
+        jacobian_diagonal=getattr(obj, "jacobian_diagonal", None),
         source=obj,
     )
 

@@ -47,3 +47,12 @@ class Candidate:
 
 
 jax.tree_util.register_static(Candidate)
+
+
+def check_log_space(candidate: Candidate, cell: str) -> None:
+    """The log-space recurrence needs ``h̃ = g(v) > 0``: the cell's log-space form."""
+    if not candidate.log_space:
+        raise ValueError(
+            f"{cell}.log_linear_recurrence needs the log-space form (h̃ = g(v) > 0), got params from "
+            f"{cell}.init(..., log_space=False): initialise with log_space=True, or use the linear-space scan."
+        )

@@ -25,9 +25,10 @@ import jax.numpy as jnp
 
 from recurrax import initializers
 from recurrax._activations import Activation
-from recurrax.cells._common import check_sizes, check_step, lift, zeros_carry
+from recurrax.cells._common import check_sizes, check_step, lift, pointwise_jacobian_diagonal, zeros_carry
 
-__all__ = ["ElmanParams", "ElmanCarry", "init", "initial_carry", "step", "pointwise", "output_size", "recurrent_blocks"]
+__all__ = ["ElmanParams", "ElmanCarry", "init", "initial_carry", "step", "pointwise", "output_size", "recurrent_blocks",
+           "jacobian_diagonal"]
 
 
 # ``pointwise`` reads its products only through ``zx + zh`` (used by ``unroll_cell``).
@@ -106,6 +107,11 @@ def step(params: ElmanParams, carry: ElmanCarry, x: jax.Array) -> tuple[ElmanCar
     """
     check_step(params, ElmanParams, carry, ElmanCarry, x, "elman.step")
     return pointwise(params, carry, x @ params.w_x, carry.h @ params.w_h)
+
+
+def jacobian_diagonal(params: ElmanParams, carry: ElmanCarry, x: jax.Array) -> tuple[ElmanCarry, ElmanCarry]:
+    """``(new_carry, diag)``: the step's carry and ``∂ leaf'_i / ∂ leaf_i`` per carry leaf (quasi-DEER, ELK)."""
+    return pointwise_jacobian_diagonal(pointwise, params, carry, x)
 
 
 def output_size(params: ElmanParams) -> int:

@@ -36,11 +36,11 @@ import jax
 import jax.numpy as jnp
 
 from recurrax import initializers
-from recurrax.cells._common import check_sizes, check_step, lift, split_gates, zeros_carry
+from recurrax.cells._common import check_sizes, check_step, lift, pointwise_jacobian_diagonal, split_gates, zeros_carry
 
 __all__ = [
     "GRUParams", "GRUCarry", "init", "initial_carry", "step", "pointwise", "output_size",
-    "has_pointwise_split", "recurrent_blocks",
+    "has_pointwise_split", "recurrent_blocks", "jacobian_diagonal",
 ]
 
 
@@ -126,6 +126,32 @@ def step(params: GRUParams, carry: GRUCarry, x: jax.Array) -> tuple[GRUCarry, ja
     candidate = jnp.tanh(an + (r * h) @ params.w_h[:, 2 * hidden_size :])
     h_new = (1 - z) * h + z * candidate
     return GRUCarry(h=h_new), h_new
+
+
+def jacobian_diagonal(params: GRUParams, carry: GRUCarry, x: jax.Array) -> tuple[GRUCarry, GRUCarry]:
+    """``(new_carry, diag)``: the step's carry and ``∂h'_i/∂h_i`` (quasi-DEER, ELK), no H×H Jacobian.
+
+    Reset-after: from ``pointwise`` (``cells._common.pointwise_jacobian_diagonal``). Reset-before,
+    ``n = tanh(a_n + (r ⊙ h) U_n)`` couples units through ``r``:
+    ``∂h'_i/∂h_i = (1 − z_i) + (n_i − h_i) z_i (1 − z_i) U_z[i,i]
+    + z_i (1 − n_i²) (r_i U_n[i,i] + Σ_k U_r[i,k] U_n[k,i] r_k (1 − r_k) h_k)``.
+    """
+    if params.b_hn is not None:
+        return pointwise_jacobian_diagonal(pointwise, params, carry, x)
+    h = carry.h
+    hidden_size = h.shape[-1]
+    u_r, u_z, u_n = (params.w_h[:, g * hidden_size:(g + 1) * hidden_size] for g in range(3))
+    xw = x @ params.w_x
+    ar, az, an = split_gates(xw + lift(params.b, xw), 3)
+    r = jax.nn.sigmoid(ar + h @ u_r)
+    z = jax.nn.sigmoid(az + h @ u_z)
+    n = jnp.tanh(an + (r * h) @ u_n)
+    h_new = (1 - z) * h + z * n
+    through_r = (r * (1 - r) * h) @ (u_r * u_n.T).T
+    u_n_ii, u_z_ii = jnp.diagonal(u_n), jnp.diagonal(u_z)
+    dn = (1 - n**2) * (r * lift(u_n_ii, r) + through_r)
+    diag = (1 - z) + (n - h) * z * (1 - z) * lift(u_z_ii, z) + z * dn
+    return GRUCarry(h=h_new), GRUCarry(h=diag)
 
 
 def output_size(params: GRUParams) -> int:

@@ -29,9 +29,10 @@ import jax
 import jax.numpy as jnp
 
 from recurrax import initializers
-from recurrax.cells._common import check_sizes, check_step, lift, split_gates, zeros_carry
+from recurrax.cells._common import check_sizes, check_step, lift, pointwise_jacobian_diagonal, split_gates, zeros_carry
 
-__all__ = ["LSTMParams", "LSTMCarry", "init", "initial_carry", "step", "pointwise", "output_size", "recurrent_blocks"]
+__all__ = ["LSTMParams", "LSTMCarry", "init", "initial_carry", "step", "pointwise", "output_size", "recurrent_blocks",
+           "jacobian_diagonal"]
 
 
 # ``pointwise`` reads its products only through ``zx + zh`` (used by ``unroll_cell``).
@@ -115,6 +116,11 @@ def step(params: LSTMParams, carry: LSTMCarry, x: jax.Array) -> tuple[LSTMCarry,
     """One LSTM step for ``x`` of shape ``(*batch, input_size)``; returns ``(LSTMCarry(h', c'), h')``."""
     check_step(params, LSTMParams, carry, LSTMCarry, x, "lstm.step")
     return pointwise(params, carry, x @ params.w_x, carry.h @ params.w_h)
+
+
+def jacobian_diagonal(params: LSTMParams, carry: LSTMCarry, x: jax.Array) -> tuple[LSTMCarry, LSTMCarry]:
+    """``(new_carry, diag)``: the step's carry and ``∂ leaf'_i / ∂ leaf_i`` per carry leaf (quasi-DEER, ELK)."""
+    return pointwise_jacobian_diagonal(pointwise, params, carry, x)
 
 
 def output_size(params: LSTMParams) -> int:

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 from recurrax import initializers
 from recurrax._checks import check_params_type
 from recurrax.cells._common import check_sizes, check_step, lift, split_gates, zeros_carry
-from recurrax.cells._minimal import Candidate
+from recurrax.cells._minimal import Candidate, check_log_space, log_g
 
 __all__ = [
     "MinGRUParams",
@@ -50,6 +50,7 @@ __all__ = [
     "initial_carry",
     "step",
     "linear_recurrence",
+    "log_linear_recurrence",
     "output",
     "output_size",
 ]
@@ -110,6 +111,17 @@ def linear_recurrence(params: MinGRUParams, x: jax.Array) -> tuple[MinGRUCarry, 
     k_z, k_h = split_gates(z + lift(params.b, z), 2)
     gate = jax.nn.sigmoid(k_z)
     return MinGRUCarry(1 - gate), MinGRUCarry(gate * params.candidate(k_h))
+
+
+def log_linear_recurrence(params: MinGRUParams, x: jax.Array) -> tuple[MinGRUCarry, MinGRUCarry]:
+    """``(log a, log b)`` of ``linear_recurrence`` in the log-space form, without forming ``a`` or ``b``.
+
+    ``log a = log(1 − z) = −softplus(k_z)``, ``log b = log z + log g(k_h) = −softplus(−k_z) + log g(k_h)``.
+    """
+    check_log_space(params.candidate, "mingru")
+    z = x @ params.w_x
+    k_z, k_h = split_gates(z + lift(params.b, z), 2)
+    return MinGRUCarry(-jax.nn.softplus(k_z)), MinGRUCarry(-jax.nn.softplus(-k_z) + log_g(k_h))
 
 
 def step(params: MinGRUParams, carry: MinGRUCarry, x: jax.Array) -> tuple[MinGRUCarry, jax.Array]:

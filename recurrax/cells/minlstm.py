@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from recurrax import initializers
 from recurrax._checks import check_params_type
 from recurrax.cells._common import check_sizes, check_step, lift, split_gates, zeros_carry
-from recurrax.cells._minimal import Candidate
+from recurrax.cells._minimal import Candidate, check_log_space, log_g
 
 __all__ = [
     "MinLSTMParams",
@@ -52,6 +52,7 @@ __all__ = [
     "step",
     "gates",
     "linear_recurrence",
+    "log_linear_recurrence",
     "output",
     "output_size",
 ]
@@ -127,6 +128,17 @@ def linear_recurrence(params: MinLSTMParams, x: jax.Array) -> tuple[MinLSTMCarry
     k_f, k_i, k_h = _preactivations(params, x)
     forget, inp = _normalised(k_f, k_i)
     return MinLSTMCarry(forget), MinLSTMCarry(inp * params.candidate(k_h))
+
+
+def log_linear_recurrence(params: MinLSTMParams, x: jax.Array) -> tuple[MinLSTMCarry, MinLSTMCarry]:
+    """``(log a, log b)`` of ``linear_recurrence`` in the log-space form, without forming ``a`` or ``b``.
+
+    With ``ρ = log f − log i``: ``log f' = log σ(ρ)``, ``log b = log σ(−ρ) + log g(k_h)``.
+    """
+    check_log_space(params.candidate, "minlstm")
+    k_f, k_i, k_h = _preactivations(params, x)
+    log_ratio = jax.nn.log_sigmoid(k_f) - jax.nn.log_sigmoid(k_i)
+    return MinLSTMCarry(jax.nn.log_sigmoid(log_ratio)), MinLSTMCarry(jax.nn.log_sigmoid(-log_ratio) + log_g(k_h))
 
 
 def step(

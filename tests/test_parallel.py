@@ -1,0 +1,306 @@
+"""recurrax.parallel: associative scans, DEER, quasi-DEER and ELK against the sequential scan.
+
+References: Python loops and ``numpy.linalg.solve`` for the scans; ``rnn(method="scan")``
+(``lax.scan``) and ``jax.grad`` through it for every method, in float64.
+"""
+
+import functools
+import warnings
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import recurrax
+from recurrax import parallel
+
+LINEAR_CELLS = [name for name in ("mingru", "minlstm", "lru")]
+NEWTON = ("deer", "quasi_deer", "elk")
+
+
+@pytest.fixture(autouse=True)
+def _x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def _max_diff(a, b) -> float:
+    return max(float(jnp.max(jnp.abs(u - v))) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+# ----------------------------------------------------------------------------- the scans
+
+
+def test_linear_scans_match_python_loops():
+    rng = np.random.default_rng(0)
+    a, b, h0 = rng.uniform(-1.2, 1.2, (30, 4)), rng.normal(size=(30, 4)), rng.normal(size=4)
+    forward, backward, h = [], [], h0
+    for t in range(30):
+        h = a[t] * h + b[t]
+        forward.append(h)
+    h = h0
+    for t in reversed(range(30)):
+        h = a[t] * h + b[t]
+        backward.append(h)
+    np.testing.assert_allclose(parallel.linear_scan(a, b, h0), forward, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(parallel.linear_scan(a, b, h0, reverse=True), backward[::-1], rtol=1e-12, atol=1e-12)
+    mats, h, dense = rng.normal(size=(30, 4, 4)) * 0.5, h0, []
+    for t in range(30):
+        h = mats[t] @ h + b[t]
+        dense.append(h)
+    np.testing.assert_allclose(parallel.matrix_scan(mats, b, h0), dense, rtol=1e-10, atol=1e-12)
+    pos_a, pos_b, h, logs = rng.uniform(0.01, 1, (30, 4)), rng.uniform(0.01, 1, (30, 4)), np.abs(h0), []
+    for t in range(30):
+        h = pos_a[t] * h + pos_b[t]
+        logs.append(h)
+    np.testing.assert_allclose(parallel.log_linear_scan(np.log(pos_a), np.log(pos_b), np.abs(h0)), logs, rtol=1e-12)
+
+
+@pytest.mark.parametrize("time", [1, 2, 9, 200])
+def test_tridiagonal_solve_matches_numpy(time):
+    rng = np.random.default_rng(time)
+    lower = rng.normal(size=(time, 3))
+    diagonal = 0.1 + np.abs(lower) + np.abs(np.roll(lower, -1, 0)) + rng.uniform(0, 1, (time, 3))
+    rhs = rng.normal(size=(time, 3))
+    got = parallel.tridiagonal_solve(diagonal, lower, rhs)
+    for n in range(3):
+        matrix = np.diag(diagonal[:, n]) + np.diag(lower[1:, n], -1) + np.diag(lower[1:, n], 1)
+        np.testing.assert_allclose(got[:, n], np.linalg.solve(matrix, rhs[:, n]), rtol=1e-9, atol=1e-11)
+
+
+# ----------------------------------------------------------------------------- exactness
+
+
+def _inputs(key, batch=(2, 3), time=12, features=3):
+    xs = jax.random.normal(key, batch + (time, features), jnp.float64)
+    lengths = jnp.array([[12, 5, 0], [1, 12, 8]])[: batch[0], : batch[1]] if len(batch) == 2 else None
+    return xs, lengths
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("cell", LINEAR_CELLS)
+def test_associative_equals_sequential(cell, reverse, key):
+    params = recurrax.init_rnn(key, cell, 3, 5, dtype=jnp.float64)
+    xs, lengths = _inputs(jax.random.key(1))
+    expected = recurrax.rnn(params, xs, lengths=lengths, reverse=reverse, return_carries=True)
+    got = recurrax.rnn(params, xs, lengths=lengths, reverse=reverse, return_carries=True, method="associative")
+    assert _max_diff(expected, got) < 1e-6
+    time_major = recurrax.rnn(params, jnp.moveaxis(xs, -2, 0), lengths=lengths, reverse=reverse,
+                              time_major=True, method="associative")
+    assert _max_diff(expected[1], jnp.moveaxis(time_major[1], 0, -2)) < 1e-6
+
+
+@pytest.mark.parametrize("cell", ["mingru", "minlstm"])
+def test_log_space_scan_equals_sequential(cell, key):
+    params = recurrax.init_rnn(key, cell, 3, 5, dtype=jnp.float64, log_space=True)
+    xs, lengths = _inputs(jax.random.key(1), time=200)
+    lengths = lengths * 16
+    method = parallel.associative(log_space=True)
+    assert _max_diff(recurrax.rnn(params, xs, lengths=lengths),
+                     recurrax.rnn(params, xs, lengths=lengths, method=method)) < 1e-6
+
+    def loss(p, method):
+        return jnp.sum(jnp.sin(recurrax.rnn(p, xs, lengths=lengths, method=method)[1]))
+
+    assert _max_diff(jax.grad(loss)(params, "scan"), jax.grad(loss)(params, method)) < 1e-5
+
+
+class TwoLeafCarry(NamedTuple):
+    h: jax.Array
+    m: jax.Array
+
+
+class TwoLeafParams(NamedTuple):
+    w_x: jax.Array
+    w_h: jax.Array
+    decay: jax.Array
+
+
+class TwoLeafCell:
+    """A user cell (not registered): ``h' = tanh(x W + h U + m)``, ``m' = decay ⊙ m + 0.1 h'``."""
+
+    name = "two_leaf"
+
+    @staticmethod
+    def init(key, input_size, hidden_size, dtype=jnp.float32):
+        k1, k2 = jax.random.split(key)
+        return TwoLeafParams(jax.random.normal(k1, (input_size, hidden_size), dtype) / np.sqrt(input_size),
+                             jax.random.normal(k2, (hidden_size, hidden_size), dtype) / np.sqrt(hidden_size),
+                             jnp.full((hidden_size,), 0.9, dtype))
+
+    @staticmethod
+    def initial_carry(params, batch_shape=()):
+        zeros = jnp.zeros(tuple(batch_shape) + params.decay.shape, params.decay.dtype)
+        return TwoLeafCarry(zeros, zeros)
+
+    @staticmethod
+    def step(params, carry, x):
+        h = jnp.tanh(x @ params.w_x + carry.h @ params.w_h + carry.m)
+        m = jax.lax.broadcast_to_rank(params.decay, h.ndim) * carry.m + 0.1 * h
+        return TwoLeafCarry(h, m), h
+
+
+@pytest.mark.parametrize("method", NEWTON)
+@pytest.mark.parametrize("cell", ["elman", "gru", "lstm", "user"])
+def test_newton_methods_converge_to_sequential(cell, method, key):
+    family = TwoLeafCell if cell == "user" else cell
+    params = recurrax.init_rnn(key, family, 3, 4, dtype=jnp.float64)
+    xs, lengths = _inputs(jax.random.key(1))
+    for reverse in (False, True):
+        expected = recurrax.rnn(params, xs, lengths=lengths, reverse=reverse, return_carries=True)
+        solution = parallel.solve(params, xs, lengths=lengths, reverse=reverse, method=method)
+        assert bool(solution.converged)
+        assert float(solution.residual) <= 1e-10
+        assert _max_diff(expected, (solution.final_carry, solution.outputs, solution.carries)) < 1e-6
+
+
+def test_mask_of_any_pattern(key):
+    params = recurrax.init_rnn(key, "gru", 3, 4, dtype=jnp.float64)
+    xs, _ = _inputs(jax.random.key(1))
+    mask = jax.random.bernoulli(jax.random.key(2), 0.6, xs.shape[:-1])
+    expected = recurrax.rnn(params, xs, mask=mask)
+    for method in NEWTON:
+        assert _max_diff(expected, recurrax.rnn(params, xs, mask=mask, method=method)) < 1e-6
+
+
+def test_deer_is_exact_within_t_iterations(key):
+    # A hard cell (recurrent weights 3× the default), where Newton is far from its quadratic
+    # regime: DEER still reaches the trajectory in at most T iterations (Lim et al. 2024, Prop. 1).
+    params = recurrax.init_rnn(key, "elman", 3, 4, dtype=jnp.float64)
+    params = params._replace(cell=params.cell._replace(w_h=3 * params.cell.w_h))
+    xs = 2 * jax.random.normal(jax.random.key(1), (6, 3), jnp.float64)
+    solution = parallel.solve(params, xs, method=parallel.deer(tol=1e-14, max_iterations=6))
+    assert bool(solution.converged) and int(solution.iterations) <= 6
+    assert _max_diff(recurrax.rnn(params, xs)[1], solution.outputs) < 1e-12
+
+
+def test_jacobian_diagonal_hooks_match_jacfwd(key):
+    from jax.flatten_util import ravel_pytree
+
+    for cell, options in [("elman", {}), ("lstm", {}), ("gru", {}), ("gru", {"reset_after": False})]:
+        params = recurrax.init_rnn(key, cell, 3, 5, dtype=jnp.float64, **options)
+        family = params.family
+        carry = jax.tree.map(lambda v: jax.random.normal(jax.random.key(3), v.shape, v.dtype),
+                             family.initial_carry(params.cell, ()))
+        x = jax.random.normal(jax.random.key(4), (3,), jnp.float64)
+        new, diagonal = family.jacobian_diagonal(params.cell, carry, x)
+        flat, unravel = ravel_pytree(carry)
+        jac = jax.jacfwd(lambda s: ravel_pytree(family.step(params.cell, unravel(s), x)[0])[0])(flat)
+        np.testing.assert_allclose(ravel_pytree(diagonal)[0], np.diagonal(jac), rtol=1e-12, atol=1e-14)
+        assert _max_diff(new, family.step(params.cell, carry, x)[0]) == 0
+
+
+# ----------------------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("cell", ["gru", "user", "lru"])
+def test_gradients_equal_sequential(cell, key):
+    family = TwoLeafCell if cell == "user" else cell
+    params = recurrax.init_rnn(key, family, 3, 4, dtype=jnp.float64)
+    xs = jax.random.normal(jax.random.key(1), (3, 9, 3), jnp.float64)
+    lengths = jnp.array([9, 3, 6])
+    carry = jax.tree.map(lambda v: 0.5 * jax.random.normal(jax.random.key(2), v.shape, v.dtype),
+                         recurrax.rnn_initial_carry(params, (3,)))
+
+    @functools.partial(jax.jit, static_argnums=(3, 4))
+    def grads(p, xs, c, method, reverse):
+        def loss(p, xs, c):
+            final, hs = recurrax.rnn(p, xs, carry=c, lengths=lengths, method=method, reverse=reverse)
+            return jnp.sum(jnp.sin(hs)) + sum(jnp.sum(v**2) for v in jax.tree.leaves(final))
+        return jax.grad(loss, argnums=(0, 1, 2))(p, xs, c)
+
+    expected = {reverse: grads(params, xs, carry, "scan", reverse) for reverse in (False, True)}
+    for index, method in enumerate(parallel.methods_for(params.family)[1:]):
+        reverse = index % 2 == 1   # both directions over the methods, one compilation each
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)   # no fallback hides a wrong adjoint
+            got = grads(params, xs, carry, method, reverse)
+            jax.block_until_ready(got)
+        assert _max_diff(expected[reverse], got) < 1e-5, (method, reverse)
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+def test_bidirectional_and_stack_take_every_method(key):
+    xs, lengths = _inputs(jax.random.key(1), batch=(3,), time=10)
+    lengths = jnp.array([10, 4, 7])
+    bi = recurrax.init_bidirectional(key, "gru", 3, 4, dtype=jnp.float64)
+    deep = recurrax.init_stack(key, 3, [4, 5], cell=["lstm", "mingru"], bidirectional=[True, False],
+                               cell_kwargs={"dtype": jnp.float64})
+    for method in ("deer", "quasi_deer"):
+        assert _max_diff(recurrax.bidirectional(bi, xs, lengths=lengths),
+                         recurrax.bidirectional(bi, xs, lengths=lengths, method=method)) < 1e-6
+    assert _max_diff(recurrax.stack(deep, xs, lengths=lengths),
+                     recurrax.stack(deep, xs, lengths=lengths, method="elk")) < 1e-6
+
+
+def test_warm_start_from_the_previous_solution(key):
+    params = recurrax.init_rnn(key, "gru", 3, 4, dtype=jnp.float64)
+    xs, lengths = _inputs(jax.random.key(1))
+    first = parallel.solve(params, xs, lengths=lengths, method="quasi_deer")
+    again = parallel.solve(params, xs, lengths=lengths, method="quasi_deer", initial_guess=first.carries)
+    assert int(first.iterations) > 1 and int(again.iterations) == 0
+    assert _max_diff(first.outputs, again.outputs) < 1e-12
+    _, _, carries = recurrax.rnn(params, xs, lengths=lengths, return_carries=True)
+    with pytest.raises(ValueError, match="initial_guess leaves of shape"):
+        parallel.solve(params, xs, method="deer", initial_guess=jax.tree.map(lambda v: v[:, :, :-1], carries))
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+def test_a_solve_that_does_not_converge_falls_back_with_a_warning(key):
+    params = recurrax.init_rnn(key, "gru", 3, 4, dtype=jnp.float64)
+    xs, lengths = _inputs(jax.random.key(1))
+    with pytest.warns(RuntimeWarning, match=r"quasi_deer \(forward\) did not converge: residual .* after 2 iterations"):
+        solution = parallel.solve(params, xs, lengths=lengths, method=parallel.quasi_deer(max_iterations=2))
+        jax.block_until_ready(solution)
+    assert not bool(solution.converged)
+    assert _max_diff(recurrax.rnn(params, xs, lengths=lengths, return_carries=True),
+                     (solution.final_carry, solution.outputs, solution.carries)) < 1e-12
+
+
+def test_a_diverging_iteration_names_its_first_non_finite_step_and_elk_stays_finite(key):
+    # Recurrent gains of 4 on the diagonal: quasi-DEER's diagonal scan multiplies them over 400
+    # steps and overflows in float32, while the tanh trajectory itself is bounded. ELK's damped
+    # steps stay finite (this chaotic cell is still not solved in 30 iterations: the fallback).
+    with jax.enable_x64(False):
+        params = recurrax.init_rnn(key, "elman", 2, 8)
+        w_h = params.cell.w_h + 4 * jnp.eye(8, dtype=jnp.float32)
+        params = params._replace(cell=params.cell._replace(w_h=w_h))
+        xs = jax.random.normal(jax.random.key(1), (400, 2), jnp.float32)
+        expected = recurrax.rnn(params, xs)
+        with pytest.warns(RuntimeWarning, match="first non-finite value at step"):
+            diverged = parallel.solve(params, xs, method="quasi_deer")
+            jax.block_until_ready(diverged)
+        assert not bool(diverged.converged) and not np.isfinite(float(diverged.residual))
+        assert _max_diff(expected, (diverged.final_carry, diverged.outputs)) < 1e-5   # the sequential scan
+        with pytest.warns(RuntimeWarning, match=r"elk \(forward\) did not converge") as caught:
+            damped = parallel.solve(params, xs, method=parallel.elk(max_iterations=30))
+            jax.block_until_ready(damped)
+        assert all("non-finite" not in str(w.message) for w in caught)
+        assert np.isfinite(float(damped.residual))
+        assert _max_diff(expected, (damped.final_carry, damped.outputs)) < 1e-5
+
+
+def test_bad_method_requests_are_value_errors(key):
+    gru = recurrax.init_rnn(key, "gru", 3, 4)
+    xs = jnp.ones((2, 5, 3), jnp.float32)
+    with pytest.raises(ValueError, match="cannot use method='associative'.*scan, deer, quasi_deer, elk"):
+        recurrax.rnn(gru, xs, method="associative")
+    with pytest.raises(ValueError, match="Expected a method in"):
+        recurrax.rnn(gru, xs, method="newton")
+    with pytest.raises(ValueError, match="remat=True configure the sequential scan"):
+        recurrax.rnn(gru, xs, method="deer", remat=True)
+    with pytest.raises(ValueError, match="initial_guess warm-starts a Newton method"):
+        recurrax.rnn(gru, xs, initial_guess=recurrax.rnn_initial_carry(gru, (2,)))
+    plain = recurrax.init_rnn(key, "mingru", 3, 4)
+    with pytest.raises(ValueError, match="log_space=True"):
+        recurrax.rnn(plain, xs, method=parallel.associative(log_space=True))
+    with pytest.raises(ValueError, match="positive integer max_iterations"):
+        parallel.deer(max_iterations=0)
+    with pytest.raises(ValueError, match="damping >= 0"):
+        parallel.elk(damping=-1.0)
