@@ -235,6 +235,12 @@ def test_bidirectional_and_stack_take_every_method(key):
                          recurrax.bidirectional(bi, xs, lengths=lengths, method=method)) < 1e-6
     assert _max_diff(recurrax.stack(deep, xs, lengths=lengths),
                      recurrax.stack(deep, xs, lengths=lengths, method="elk")) < 1e-6
+    head = recurrax.init_dense(key, 5, 2, dtype=jnp.float64)   # through the topologies too
+    assert _max_diff(recurrax.many_to_one(deep, head, xs, lengths=lengths),
+                     recurrax.many_to_one(deep, head, xs, lengths=lengths, method="quasi_deer")) < 1e-6
+    linear = recurrax.init_bidirectional(key, "minlstm", 3, 4, dtype=jnp.float64)
+    assert _max_diff(recurrax.bidirectional(linear, xs, lengths=lengths),
+                     recurrax.bidirectional(linear, xs, lengths=lengths, method="associative")) < 1e-6
 
 
 def test_warm_start_from_the_previous_solution(key):
