@@ -7,6 +7,7 @@ API of ``recurrax``.
 """
 
 EXPERIMENTS = {
+    "tour": "experiments.tour",
     "demo": "experiments.demo",
     "bench": "experiments.bench",
     "truncated_vs_full": "experiments.truncated_vs_full",
@@ -18,4 +19,6 @@ EXPERIMENTS = {
     "char_lm": "experiments.char_lm",
     "seq2seq": "experiments.seq2seq",
     "ntm": "experiments.ntm",
+    "mitigations": "experiments.mitigations",
+    "parallel_in_time": "experiments.parallel_in_time",
 }

@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 import recurrax
+from experiments import _style
 from recurrax import gradient_flow as gf
 from recurrax import tasks
 
@@ -97,10 +98,7 @@ def _run(config: Config, params, threshold) -> dict:
 
 
 def _figure(results: dict, path: pathlib.Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _style.pyplot()
 
     fig, (loss_ax, norm_ax, radius_ax) = plt.subplots(1, 3, figsize=(15, 4))
     for name, run in results["runs"].items():
@@ -110,14 +108,14 @@ def _figure(results: dict, path: pathlib.Path) -> None:
         radius_ax.semilogy([t["step"] for t in run["tracked"]], [t["spectral_radius"] for t in run["tracked"]],
                            "o-", label=name)
     loss_ax.axhline(1 / 6, color="gray", linestyle=":", label="predict the mean (1/6)")
-    loss_ax.set(xlabel="step", ylabel="training MSE", title="loss")
-    norm_ax.set(xlabel="step", ylabel="global gradient norm before clipping", title="gradient norm")
-    radius_ax.set(xlabel="step", ylabel="spectral radius λ₁ of W_h", title="λ₁ during training")
+    loss_ax.set(xlabel="training step", ylabel="training MSE (log scale)", title="training loss")
+    norm_ax.set(xlabel="training step", ylabel="global gradient norm before clipping",
+                title="gradient norm")
+    radius_ax.set(xlabel="training step", ylabel="spectral radius λ₁ of W_h", title="λ₁ of W_h during training")
     for ax in (loss_ax, norm_ax, radius_ax):
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _style.save(fig, path)
 
 
 def _table(results: dict) -> str:

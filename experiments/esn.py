@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import recurrax
+from experiments import _style
 from recurrax import esn, reservoir, timeseries
 
 
@@ -332,10 +333,7 @@ def timing(config: Config, ESN) -> dict:
 
 
 def _figures(results: dict, config: Config, out_dir: pathlib.Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _style.pyplot()
 
     sweep = results["sweep"]
     errors = np.asarray(sweep["errors"]).mean(axis=0)  # (radii, leaks, ridges)
@@ -363,8 +361,7 @@ def _figures(results: dict, config: Config, out_dir: pathlib.Path) -> None:
     )
     fig.colorbar(image, label="log10 RMSE")
     fig.tight_layout()
-    fig.savefig(out_dir / "esn_sweep.png", dpi=120)
-    plt.close(fig)
+    _style.save(fig, out_dir / "esn_sweep.png")
 
     run = results["free_running"]
     steps = np.arange(run["steps"])
@@ -389,8 +386,7 @@ def _figures(results: dict, config: Config, out_dir: pathlib.Path) -> None:
     bottom.set(xlabel="test step", ylabel="|error|")
     bottom.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out_dir / "esn_forecast.png", dpi=120)
-    plt.close(fig)
+    _style.save(fig, out_dir / "esn_forecast.png")
 
 
 def _table(results: dict, config: Config) -> str:

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import recurrax
+from experiments import _style
 from recurrax import seq2seq, tasks
 from recurrax.vocab import EOS_ID, Vocabulary
 
@@ -167,10 +168,7 @@ def _table(rows: list) -> str:
 
 def _attention_figure(rows: list, path: pathlib.Path) -> None:
     """Heat-maps of the attention weights of the first test examples, one per task."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _style.pyplot()
 
     attended = [row for row in rows if row["attention"] != "none"]
     if not attended:
@@ -188,8 +186,24 @@ def _attention_figure(rows: list, path: pathlib.Path) -> None:
         ax.set_yticks(range(m), [target_vocab.tokens[t] for t in np.asarray(decoded.tokens[0, :m])])
         ax.set(title=f"{row['task']} ({row['attention']})", xlabel="source", ylabel="output")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _style.save(fig, path)
+
+
+def _length_figure(rows: list, path: pathlib.Path) -> None:
+    """Exact match by source length, with and without attention, one panel per task."""
+    plt = _style.pyplot()
+    names = list(dict.fromkeys(row["task"] for row in rows))
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], names):
+        for i, row in enumerate(r for r in rows if r["task"] == task):
+            buckets = list(row["buckets"])
+            accuracy = [row["buckets"][b][0] for b in buckets]
+            ax.plot(buckets, accuracy, "o-" if row["attention"] != "none" else "s--", color=_style.COLORS[i],
+                    label=f"attention: {row['attention']} (all: {row['exact_match']:.2f})")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set(xlabel="source length (characters)", ylabel="exact match (greedy, test set)", title=task)
+        ax.legend(loc="lower left")
+    _style.save(fig, path)
 
 
 def run(config: Config, out_dir: pathlib.Path) -> dict:
@@ -206,5 +220,6 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
     (out_dir / "results.md").write_text(table + "\n")
     with jax.numpy_dtype_promotion("standard"):
         _attention_figure(rows, out_dir / "attention.png")
+    _length_figure(rows, out_dir / "exact_match_by_length.png")
     private = ("params", "vocabs", "test")
     return {"rows": [{k: v for k, v in row.items() if k not in private} for row in rows]}

@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 import recurrax
+from experiments import _style
 from experiments._measure import compiled_temp_bytes
 from recurrax import tasks, truncation
 
@@ -102,10 +103,7 @@ def _memory(config: Config, params, k2) -> int:
 
 
 def _figure(results: dict, config: Config, path: pathlib.Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _style.pyplot()
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for name, row in results["settings"].items():
@@ -127,8 +125,7 @@ def _figure(results: dict, config: Config, path: pathlib.Path) -> None:
     right.minorticks_off()
     right.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _style.save(fig, path)
 
 
 def _table(results: dict) -> str:
@@ -179,7 +176,7 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
         row = settings[_name(k2)]
         print(f"{_name(k2)}: final accuracy {row['final_accuracy']}, steps to 99% {row['steps_to_99']}, "
               f"{row['ms_per_step']:.1f} ms/step", flush=True)
-    results = {"chance": 1 / config.vocab_size, "settings": settings}
+    results = {"chance": 1 / config.vocab_size, "lag": config.lag, "settings": settings}
     table = _table(results)
     print("\n" + table)
     (out_dir / "results.md").write_text(table + "\n")

@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 import recurrax
+from experiments import _style
 from recurrax import gradient_flow as gf
 from recurrax import tasks
 
@@ -40,6 +41,7 @@ class Config:
     rates: tuple = (0.5, 0.59, 0.71, 0.84, 1.0, 1.19, 1.41, 1.68, 2.0)  # λ₁γ
     activations: tuple = ("tanh", "sigmoid", "relu")
     skip: int = 5  # lags left out of the rate fit (the transient)
+    gated: tuple = ("lstm", "gru")  # the gated cells whose lag curves are measured
     train_steps: int = 300
     train_length: int = 50
     seed: int = 0
@@ -53,13 +55,20 @@ def _sequences(config: Config, input_size: int, key) -> jax.Array:
     return config.input_scale * jax.random.normal(key, (config.num_sequences, config.length, input_size))
 
 
-def _lag_curves(step, carry, xs):
-    """Per-sequence lag norms ``(S, T)`` and top Lyapunov exponents ``(S,)``."""
+@jax.jit
+def _elman_lag_curves(params, xs):
+    """Per-sequence lag norms ``(S, T)`` and top Lyapunov exponents ``(S,)`` of an Elman cell.
+
+    The params are an argument, not a constant: one compilation serves every scale of a sweep.
+    """
+    step = functools.partial(recurrax.elman.step, params)
+    carry = recurrax.elman.initial_carry(params)
+
     def one(x):
         jacobians = gf.carry_jacobians(step, carry, x)
         return gf.lag_norms(jacobians), gf.lyapunov_exponents(jacobians, num=1)[0]
 
-    return jax.jit(jax.vmap(one))(xs)
+    return jax.vmap(one)(xs)
 
 
 def _geometric_mean(norms) -> np.ndarray:
@@ -88,8 +97,7 @@ def elman_sweep(config: Config) -> dict:
             scale = rate / gamma
             params = params._replace(w_h=scale * params.w_h)  # orthogonal × scale: λ₁ = σ₁ = scale
             spectrum = gf.spectrum(params.w_h)
-            norms, lyapunov = _lag_curves(functools.partial(recurrax.elman.step, params),
-                                          recurrax.elman.initial_carry(params), xs)
+            norms, lyapunov = _elman_lag_curves(params, xs)
             curve = _geometric_mean(norms)
             bound = gf.bound(np.arange(1, config.length + 1), spectrum.sigma1 * gamma)
             rows.append({
@@ -127,23 +135,33 @@ def _train_on_adding(family: str, params: dict, config: Config) -> dict:
     return result.state.params, result.history[-1]["loss"]
 
 
+@functools.partial(jax.jit, static_argnames="family")
+def _gated_lag_curves(family: str, cell_params, xs):
+    """Lag norms ``(S, T)`` over the whole carry, and for the LSTM over the cell state alone."""
+    module = getattr(recurrax, family)
+    step = functools.partial(module.step, cell_params)
+    carry = module.initial_carry(cell_params)
+    jacobians = jax.vmap(lambda x: gf.carry_jacobians(step, carry, x))(xs)
+    cell_path = None
+    if family == "lstm":
+        cell_path = jax.vmap(lambda j: gf.lag_norms(gf.carry_block(j, carry, "c")))(jacobians)
+    return jax.vmap(gf.lag_norms)(jacobians), cell_path
+
+
 def gated_cells(config: Config) -> dict:
     """Lag curves of LSTM and GRU cells at initialisation and after training on the adding problem."""
     results = {}
     xs = jax.random.uniform(jax.random.key(config.seed + 3), (config.num_sequences, config.length, 2))
-    for family in ("lstm", "gru"):
+    for family in config.gated:
         module = getattr(recurrax, family)
         k_cell, k_head = jax.random.split(jax.random.key(config.seed))
         params = {"cell": module.init(k_cell, 2, config.hidden_size), "head": recurrax.init_dense(k_head, config.hidden_size, 1)}
         with jax.numpy_dtype_promotion("standard"):
             trained, final_loss = _train_on_adding(family, params, config)
         for when, p in (("init", params), ("trained", trained)):
-            step = functools.partial(module.step, p["cell"])
-            carry = module.initial_carry(p["cell"])
-            jacobians = jax.vmap(lambda x: gf.carry_jacobians(step, carry, x))(xs)
-            entry = {"curve": _geometric_mean(jax.vmap(gf.lag_norms)(jacobians)).tolist()}
-            if family == "lstm":
-                cell_path = jax.vmap(lambda j: gf.lag_norms(gf.carry_block(j, carry, "c")))(jacobians)
+            norms, cell_path = _gated_lag_curves(family, p["cell"], xs)
+            entry = {"curve": _geometric_mean(norms).tolist()}
+            if cell_path is not None:
                 entry["cell_state_path"] = _geometric_mean(cell_path).tolist()
             entry["fitted_rate"] = gf.decay_rate(entry["curve"], skip=config.skip)
             if when == "trained":
@@ -153,10 +171,7 @@ def gated_cells(config: Config) -> dict:
 
 
 def _figure(results: dict, config: Config, path: pathlib.Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _style.pyplot()
 
     sweep = results["elman"]
     columns = max(len(sweep), 2)
@@ -170,8 +185,11 @@ def _figure(results: dict, config: Config, path: pathlib.Path) -> None:
         for color, row in zip(colors, entry["rows"]):
             ax.semilogy(lags, row["curve"], color=color, label=f"λ₁γ={row['lambda1_gamma']:.2f}")
             ax.semilogy(lags, row["bound"], color=color, linestyle=":", linewidth=0.8)
-        ax.set(xlabel="lag t − k", ylabel="‖∂h_T/∂h_k‖₂ (dotted: (σ₁γ)^lag)", title=f"Elman {activation}")
-        ax.set_ylim(1e-30, 1e30)
+        ax.set(xlabel="lag t − k (steps)", ylabel="‖∂h_T/∂h_k‖₂ (dotted: bound (σ₁γ)^lag)",
+               title=f"Elman {activation}")
+        values = np.concatenate([np.asarray(row["curve"] + row["bound"]) for row in entry["rows"]])
+        values = values[np.isfinite(values) & (values > 0)]
+        ax.set_ylim(max(values.min() / 10, 1e-30), min(values.max() * 10, 1e30))
     axes[0].legend(fontsize=7)
     rate_ax = axes[-2]
     grid = np.log(np.array(config.rates))
@@ -188,11 +206,14 @@ def _figure(results: dict, config: Config, path: pathlib.Path) -> None:
         gated_ax.semilogy(lags, entry["curve"], label=f"{name} (carry)")
         if "cell_state_path" in entry:
             gated_ax.semilogy(lags, entry["cell_state_path"], linestyle="--", label=f"{name} (c path)")
-    gated_ax.set(xlabel="lag t − k", ylabel="‖∂c_T/∂c_k‖₂", title="gated cells: init vs trained (adding)")
-    gated_ax.legend(fontsize=7)
+    if results["gated"]:
+        gated_ax.set(xlabel="lag t − k (steps)", ylabel="‖∂c_T/∂c_k‖₂",
+                     title="gated cells: init vs trained (adding)")
+        gated_ax.legend(fontsize=7)
+    else:  # config.gated = (): no gated cells measured
+        gated_ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _style.save(fig, path)
 
 
 def _table(results: dict) -> str:

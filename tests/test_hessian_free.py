@@ -265,6 +265,17 @@ def test_damping_follows_the_reduction_ratio(curve, rho_range, factor):
         assert int(metrics["line_search_steps"]) > 0 and float(metrics["step_size"]) < 1.0
 
 
+def test_damping_comes_down_when_the_step_is_below_float_resolution():
+    # λ = 10¹²: the step is ~10⁻¹², its loss change is rounding noise in float32 (ρ would read 0
+    # and raise λ for ever); such a tiny step is where the quadratic model is exact: λ × 2/3.
+    hf = HessianFree(_kinked_model, "squared_error", structural_damping=0.0, initial_damping=1e12,
+                     max_cg_iters=5)
+    state = hf.init({"theta": jnp.zeros(1)})
+    state, metrics = hf.step(state, (jnp.full((1, 1), 8.0), jnp.ones((1, 1))))
+    assert float(metrics["rho"]) == 1.0
+    np.testing.assert_allclose(state.opt_state.damping, 1e12 * 2 / 3, rtol=1e-6)
+
+
 # --------------------------------------------------------------------------- training
 
 

@@ -223,6 +223,21 @@ def test_gradients_equal_sequential(cell, methods, key):
         assert _max_diff(grads(params, xs, carry, "scan", reverse), got) < 1e-5, (method, reverse)
 
 
+def test_gradients_of_a_tiny_loss_are_exact_too(key):
+    # A mean-reduced loss gives cotangents ~1e-6: the adjoint iteration's stopping rule must be
+    # relative, or it stops after one sweep (a bug found by the parallel_in_time study).
+    params = recurrax.init_rnn(key, "gru", 3, 6, dtype=jnp.float64)
+    xs = jax.random.normal(jax.random.key(1), (4, 30, 3), jnp.float64)
+
+    def grads(method):
+        return jax.grad(lambda p: 1e-6 * jnp.sum(recurrax.rnn(p, xs, method=method)[1] ** 2))(params)
+
+    expected = grads("scan")
+    scale = max(float(jnp.max(jnp.abs(v))) for v in jax.tree.leaves(expected))
+    for method in ("quasi_deer", "elk"):
+        assert _max_diff(expected, grads(method)) / scale < 1e-5, method
+
+
 # ----------------------------------------------------------------------------- layers
 
 

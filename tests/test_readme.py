@@ -22,10 +22,11 @@ README = ROOT / "README.md"
 CI_SCRIPT = ROOT / ".ci" / "run"
 
 MAIN_COMMAND = (
-    "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/python -m experiments demo"
+    "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/python -m experiments tour"
 )
 TEST_COMMAND = (
-    'python3 -m venv .venv && .venv/bin/pip install -e ".[dev]" && .venv/bin/python -m pytest -q'
+    'python3 -m venv .venv && .venv/bin/pip install -e ".[dev]" && .venv/bin/python -m pytest -q -n auto'
+    " --dist loadfile"
 )
 
 _FENCE = re.compile(r"^```([\w+-]*)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
@@ -67,7 +68,7 @@ def _pytest_part(command: str) -> list[str]:
 
 def test_ci_runs_the_readme_test_command():
     readme_tests = fenced_blocks(_readme(), "bash")[1].strip()
-    pytest_args = _pytest_part(readme_tests)  # ["-m", "pytest", "-q"]
+    pytest_args = _pytest_part(readme_tests)  # ["-m", "pytest", "-q", "-n", "auto", ...]
     script = CI_SCRIPT.read_text(encoding="utf-8")
     invocation = " ".join(pytest_args)
     assert re.search(rf"python\"?\s+{re.escape(invocation)}(\s|$)", script, re.MULTILINE), (

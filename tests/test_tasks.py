@@ -96,3 +96,164 @@ def test_date_pairs_normalise_every_format():
 def test_bad_task_settings(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# ----------------------------------------------------------------- pathological problems (issue 17)
+
+
+def _windows(fractions, length, low=1):
+    """The step ranges of the M&S windows, written out independently: [⌊lo·T⌋, ⌊hi·T⌋), at least ``low``."""
+    return [(max(low, round(lo * length * 1000) // 1000), round(hi * length * 1000) // 1000)
+            for lo, hi in fractions]
+
+
+@pytest.mark.parametrize("name", ["addition", "multiplication", "xor"])
+@pytest.mark.parametrize("length", [30, 100])
+def test_pathological_operations_follow_their_definition(name, length):
+    task = tasks.pathological(name, jax.random.key(3), 2048, length)
+    xs, targets, teaching = (np.asarray(a) for a in task)
+    longest = int(1.1 * length + 1e-9)
+    assert xs.shape == (2048, longest, 2) and targets.shape == (2048, longest, 1)
+    ends = teaching.argmax(1) + 1  # each sequence's length
+    assert (teaching.sum(1) == 1).all() and ends.min() == length and ends.max() == longest
+    (a0, a1), (b0, b1) = _windows([(0.01, 0.1), (0.1, 0.5)], length)
+    for row, end, target in zip(xs[:200], ends[:200], targets[:200, :, 0]):
+        values, marks = row[:end, 0], row[:end, 1]
+        assert (row[end:] == 0).all()  # padding
+        ones = np.nonzero(marks == 1)[0]
+        assert len(ones) == 2 and a0 <= ones[0] < a1 and b0 <= ones[1] < b1
+        assert np.nonzero(marks == -1)[0].tolist() == [0, end - 4]
+        a, b = values[ones]
+        expected = {"addition": a + b, "multiplication": a * b, "xor": float(int(a) ^ int(b))}[name]
+        assert target[end - 1] == pytest.approx(expected, rel=1e-6)
+        if name == "xor":
+            assert set(np.unique(values)) <= {0.0, 1.0}
+        else:
+            assert ((0 <= values) & (values < 1)).all()
+    if name == "xor":
+        assert targets[:, 0, 0].mean() == pytest.approx(0.5, abs=0.05)
+
+
+@pytest.mark.parametrize("name, windows", [
+    ("temporal_order", [(0.01, 0.1), (0.4, 0.5)]),
+    ("temporal_order_3bit", [(0.01, 0.1), (0.3, 0.4), (0.5, 0.6)]),
+])
+def test_pathological_temporal_order_follows_its_definition(name, windows):
+    length = 50
+    task = tasks.pathological(name, jax.random.key(4), 1024, length)
+    xs, targets, teaching = (np.asarray(a) for a in task)
+    assert xs.shape == (1024, 55, 8)
+    ends = teaching.argmax(1) + 1
+    assert ends.min() == 50 and ends.max() == 55
+    bounds = _windows(windows, length)
+    labels = []
+    for row, end, target in zip(xs, ends, targets):
+        assert (row[end:] == 0).all() and (row[:end].sum(-1) == 1).all()
+        symbols = row[:end].argmax(-1)
+        assert symbols[0] == 6 and symbols[-1] == 7 and (symbols[1:-1] <= 5).all()
+        relevant = np.nonzero((symbols == 4) | (symbols == 5))[0]
+        assert len(relevant) == len(windows)
+        assert all(lo <= p < hi for p, (lo, hi) in zip(relevant, bounds))
+        label = int("".join(str(symbols[p] - 4) for p in relevant), 2)  # first symbol most significant
+        assert target[end - 1] == label
+        labels.append(label)
+    assert set(labels) == set(range(2 ** len(windows)))
+
+
+def test_temporal_order_variable_lengths_and_three_symbols():
+    task = tasks.temporal_order(jax.random.key(5), 64, 40, windows=((0.1, 0.2), (0.4, 0.5), (0.6, 0.7)),
+                                max_length=44)
+    teaching = np.asarray(task.teaching)
+    ends = teaching.argmax(1) + 1
+    assert task.xs.shape == (64, 44, 8) and (40 <= ends).all() and (ends <= 44).all()
+    assert int(np.asarray(task.targets).max()) <= 7
+
+
+def test_random_permutation_follows_its_definition():
+    task = tasks.pathological("random_permutation", jax.random.key(6), 512, 30)
+    symbols, targets = np.asarray(task.xs).argmax(-1), np.asarray(task.targets)
+    assert task.xs.shape == (512, 30, 100) and np.asarray(task.teaching).all()
+    assert set(np.unique(symbols[:, 0])) == {0, 1} and (symbols[:, 1:] >= 2).all()
+    np.testing.assert_array_equal(targets[:, :-1], symbols[:, 1:])  # predict the next input
+    np.testing.assert_array_equal(targets[:, -1], symbols[:, 0])  # then recall the first
+
+
+def test_memorization_follows_its_definition():
+    length, chars = 30, 5
+    task = tasks.pathological("memorization", jax.random.key(7), 256, length)
+    symbols, targets = np.asarray(task.xs).argmax(-1), np.asarray(task.targets)
+    assert task.xs.shape == (256, 30, 4) and np.asarray(task.teaching).all()
+    go, blank = 2, 3
+    for row, target in zip(symbols, targets):
+        expected_inputs = np.full(length, blank)
+        expected_inputs[:chars] = row[:chars]
+        expected_inputs[length - chars - 1] = go
+        np.testing.assert_array_equal(row, expected_inputs)
+        assert set(row[:chars]) <= {0, 1}
+        np.testing.assert_array_equal(target, np.r_[np.full(length - chars, 2), row[:chars]])
+
+
+def _perfect(name, task):
+    kind, size = tasks.PATHOLOGICAL[name]
+    if kind == "regression":
+        return task.targets
+    if kind == "binary":
+        return np.where(np.asarray(task.targets) > 0.5, 3.0, -3.0)
+    return np.asarray(jax.nn.one_hot(task.targets, size))
+
+
+@pytest.mark.parametrize("name", list(tasks.PATHOLOGICAL))
+def test_success_accepts_perfect_outputs_and_rejects_chance(name):
+    task = tasks.pathological(name, jax.random.key(8), 200, 30)
+    assert tasks.success(name, _perfect(name, task), task) == (0.0, True)
+    kind, size = tasks.PATHOLOGICAL[name]
+    zeros = np.zeros(task.teaching.shape + (size,), np.float32)
+    if kind == "regression":
+        zeros = zeros + np.asarray(task.targets).mean()  # the mean predictor
+    result = tasks.success(name, zeros, task)
+    assert not result.solved and result.error_rate > 0.3
+
+
+def test_success_thresholds_fire_where_stated():
+    task = tasks.pathological("addition", jax.random.key(9), 100, 30)
+    targets = np.array(task.targets)
+    near = targets + 0.039
+    assert tasks.success("addition", near, task) == (0.0, True)
+    off = near.copy()
+    off[0] += 0.002  # one sequence out of 100 now off by 0.041 > 0.04: 1% wrong is not below 1%
+    assert tasks.success("addition", off, task) == (0.01, False)
+    assert tasks.success("addition", off, task, max_error_rate=0.02).solved
+    # Outputs away from the scored step never count.
+    elsewhere = np.where(np.asarray(task.teaching)[..., None], targets, 99.0)
+    assert tasks.success("addition", elsewhere, task).solved
+    # Temporal order: 3 of 200 wrong is 1.5%.
+    order = tasks.pathological("temporal_order", jax.random.key(10), 200, 30)
+    logits = np.array(jax.nn.one_hot(order.targets, 4))
+    logits[:3] = np.roll(logits[:3], 1, axis=-1)
+    assert tasks.success("temporal_order", logits, order).error_rate == pytest.approx(0.015)
+    # Random permutation scores only the last step; memorisation only the recalled symbols.
+    perm = tasks.pathological("random_permutation", jax.random.key(11), 50, 20)
+    logits = np.zeros((50, 20, 100), np.float32)
+    logits[:, -1] = np.asarray(jax.nn.one_hot(perm.targets[:, -1], 100))
+    assert tasks.success("random_permutation", logits, perm).solved
+    memo = tasks.pathological("memorization", jax.random.key(12), 50, 20)
+    logits = np.array(jax.nn.one_hot(memo.targets, 3))
+    logits[:, :-5] = 0.0  # blanks all wrong-or-tied, recalled symbols right
+    logits[:, :-5, 0] = 1.0
+    assert tasks.success("memorization", logits, memo).solved
+    logits[0, -1] = np.roll(logits[0, -1], 1)  # one of 250 recalled symbols wrong: 0.4%
+    assert tasks.success("memorization", logits, memo).error_rate == pytest.approx(1 / 250)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: tasks.pathological("parity", jax.random.key(0), 2, 30), "Expected a pathological problem"),
+    (lambda: tasks.pathological("addition", jax.random.key(0), 2, 10), "Expected length >= 20"),
+    (lambda: tasks.temporal_order(jax.random.key(0), 2, 30, windows=((0.5, 0.6), (0.1, 0.2))), "increasing"),
+    (lambda: tasks.temporal_order(jax.random.key(0), 2, 30, max_length=20), "max_length >= length"),
+    (lambda: tasks.memorization(jax.random.key(0), 2, 10), "length >= 2·num_chars"),
+    (lambda: tasks.success("xor", np.zeros((2, 33, 2)), tasks.pathological("xor", jax.random.key(0), 2, 30)),
+     "one unit"),
+])
+def test_bad_pathological_settings(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

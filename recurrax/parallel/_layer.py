@@ -99,7 +99,7 @@ class Solution(NamedTuple):
     ``final_carry`` and ``outputs`` ``(*batch, T, O)`` as ``rnn`` returns them, ``carries`` the
     carry after every step (``rnn``'s ``return_carries`` layout; a warm start for the next
     solve), ``iterations`` the Newton iterations used (0 for the exact methods), ``residual``
-    ``‖s − f(s)‖∞ / max(1, ‖s‖∞)`` at the end (0 for the exact methods) and ``converged``
+    ``‖s − f(s)‖∞ / max(‖s‖∞, ‖f(s)‖∞)`` at the end (0 for the exact methods) and ``converged``
     whether it met ``tol`` (when it did not, the carries and outputs are the sequential scan's).
     """
 
