@@ -232,6 +232,30 @@ def _ntm_verdict(r: dict) -> bool:
     return all(check["met"] for check in r["expectations"])
 
 
+def _parallel_numbers(r: dict) -> list:
+    out = []
+    for row in r["rows"]:
+        if row.get("skipped"):
+            continue
+        its = f", {row['iterations']} iterations" if row["iterations"] else ""
+        out.append((f"{row['method']} ({row['cell']}), H={row['H']}, T={row['T']}: speed-up over lax.scan "
+                    f"on this CPU, forward / forward+backward{its}",
+                    f"{row['forward']['speedup']:.2f}× / {row['forward+backward']['speedup']:.2f}×"))
+        out.append(("  predicted forward speed-up on an accelerator (model: 5 µs launches)",
+                    f"{row['predicted']['speedup']:.1f}×"))
+    t = r["training"]
+    out.append((f"GRU training at T = {t['T']:,}: max |Δloss| {t['method']} vs scan",
+                f"{t['max_abs_loss_difference']:.1e}"))
+    return out
+
+
+def _parallel_verdict(r: dict) -> bool:
+    rows = [row for row in r["rows"] if not row.get("skipped")]
+    exact = all(row["converged"] and row["output_deviation"] < 1e-4 and row["gradient_deviation_relative"] < 1e-4
+                for row in rows)
+    return exact and r["training"]["max_abs_loss_difference"] < 1e-3
+
+
 # ---------------------------------------------------------------------------------------------
 # The registry. Claims are quoted (lightly trimmed) from the lecture notes in seeds/.
 
@@ -378,6 +402,25 @@ ENTRIES: tuple[Entry, ...] = (
         verdict=_ntm_verdict,
         figures=("ntm_learning.png", "ntm_weightings.png"),
         full_time="12 min",
+    ),
+    Entry(
+        name="parallel_in_time",
+        title="Parallel in time: associative scans and Newton (DEER, quasi-DEER, ELK)",
+        claim="An RNN's forward pass is T dependent steps; a recurrence linear in its state is an "
+              "associative scan (log T depth), and a nonlinear one's whole trajectory is the root "
+              "of a system that Newton's method solves with one such scan per iteration.",
+        source="issue 20 (Blelloch 1990; Lim et al. 2024; Gonzalez et al. 2024), beyond the seeds",
+        expectation="Every method reaches the sequential trajectory (outputs and gradients within "
+                    "1e-4) and an ELK-trained GRU follows the scan's loss curve (max |Δloss| < 1e-3); "
+                    "on this 2-core CPU the speed-ups are below 1 (the crossover is an accelerator's).",
+        tour={"lengths": (1000,), "hidden_sizes": (1, 8), "long_length": 0, "long_hidden_sizes": (),
+              "methods": ("associative", "quasi_deer", "elk"), "repeats": 3, "train_length": 2000,
+              "train_steps": 15},
+        quick={},
+        numbers=_parallel_numbers,
+        verdict=_parallel_verdict,
+        figures=("parallel_in_time_speedup.png", "parallel_in_time_training.png"),
+        full_time="15 min",
     ),
 )
 

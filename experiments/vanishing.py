@@ -24,7 +24,6 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import recurrax
 from experiments import _style
