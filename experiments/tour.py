@@ -420,7 +420,7 @@ ENTRIES: tuple[Entry, ...] = (
         numbers=_parallel_numbers,
         verdict=_parallel_verdict,
         figures=("parallel_in_time_speedup.png", "parallel_in_time_training.png"),
-        full_time="15 min",
+        full_time="11 min",
     ),
 )
 
