@@ -238,6 +238,22 @@ def test_gradients_of_a_tiny_loss_are_exact_too(key):
         assert _max_diff(expected, grads(method)) / scale < 1e-5, method
 
 
+def test_nan_padding_reaches_neither_outputs_nor_gradients(key):
+    xs, _ = _inputs(jax.random.key(1), batch=(3,), time=8)
+    lengths = jnp.array([8, 3, 5])
+    padded = jnp.where(recurrax.sequence_mask(lengths, 8)[..., None], xs, jnp.nan)
+    for cell, method in (("gru", "quasi_deer"), ("lstm", "deer"), ("elman", "elk"), ("minlstm", "associative")):
+        params = recurrax.init_rnn(key, cell, 3, 4, dtype=jnp.float64)
+
+        def loss(p, x):
+            return jnp.sum(jnp.tanh(recurrax.rnn(p, x, lengths=lengths, method=method)[1]))
+
+        clean = jax.grad(loss, argnums=(0, 1))(params, xs)
+        dirty = jax.grad(loss, argnums=(0, 1))(params, padded)
+        assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(dirty)), (cell, method)
+        assert _max_diff(clean, dirty) == 0, (cell, method)
+
+
 # ----------------------------------------------------------------------------- layers
 
 
