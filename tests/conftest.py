@@ -4,12 +4,16 @@ Strict promotion makes any implicit rank broadcast (``(B, H) + (H,)``) or implic
 (``int32`` with ``int64``, ``bfloat16`` with ``float32``) an error, so the suite catches the silent
 broadcasting the design forbids.
 
-Compiled executables are shared through JAX's persistent compilation cache in a directory made
-for this session (every xdist worker uses the same one, and it is deleted at the end): the suite is
-mostly XLA compilation, and many tests compile the same programs (the same eager ops, the same
-``unroll`` over the same shapes) in other modules, after ``jax.clear_caches``, or in the other
-worker. A hit loads the same executable a miss would build, so no result changes; set
-``RECURRAX_TEST_COMPILATION_CACHE=0`` to compile everything afresh.
+Compiled executables persist in JAX's compilation cache under ``.pytest_cache`` (pytest's own
+cache directory, shared by every xdist worker and kept between runs; ``pytest --cache-clear``
+empties it). The suite is mostly XLA compilation: many tests compile the same programs (the same
+eager ops, the same ``unroll`` over the same shapes) in other modules, after ``jax.clear_caches``
+or in the other worker, and a second run compiles only what changed since the first. A hit
+loads the executable a miss would build (the key covers the program, the compile options and
+jaxlib's version), so no result changes. ``RECURRAX_TEST_COMPILATION_CACHE=0`` compiles
+everything afresh. Subprocesses the tests start (the studies' command lines, multi-process
+training) inherit the cache through ``JAX_*`` environment variables. With
+``-p no:cacheprovider`` the cache lives in a directory for this run only.
 """
 
 import os
@@ -21,17 +25,6 @@ import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
-
-_CACHE_ENV = "RECURRAX_TEST_COMPILATION_CACHE_DIR"  # set by the controller, inherited by workers
-_OWNS_CACHE = False
-if os.environ.get("RECURRAX_TEST_COMPILATION_CACHE", "1") != "0":
-    if not os.environ.get(_CACHE_ENV):
-        os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="recurrax-test-jax-cache-")
-        _OWNS_CACHE = True
-    jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # cache every program
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # of any size
-
 
 from cell_cases import CASES, CellCase  # noqa: E402  (after the config, on purpose)
 
@@ -61,7 +54,31 @@ def _drop_compiled_executables():
     jax.clear_caches()
 
 
+_TEMPORARY_CACHE_ENV = "RECURRAX_TEST_TEMPORARY_CACHE_DIR"  # set by the controller, inherited by workers
+
+
+def pytest_configure(config):
+    """Point JAX's persistent compilation cache at ``.pytest_cache`` (see the module docstring)."""
+    if os.environ.get("RECURRAX_TEST_COMPILATION_CACHE", "1") == "0":
+        return
+    if getattr(config, "cache", None) is not None:
+        directory = str(config.cache.mkdir("jax-compilation-cache"))
+    else:  # no cacheprovider: one directory for this run, made by the controller, removed at its end
+        if not os.environ.get(_TEMPORARY_CACHE_ENV):
+            os.environ[_TEMPORARY_CACHE_ENV] = tempfile.mkdtemp(prefix="recurrax-test-jax-cache-")
+            config._recurrax_owns_cache = True
+        directory = os.environ[_TEMPORARY_CACHE_ENV]
+    settings = {
+        "jax_compilation_cache_dir": directory,
+        "jax_persistent_cache_min_compile_time_secs": 0.0,  # cache every program
+        "jax_persistent_cache_min_entry_size_bytes": -1,  # of any size
+    }
+    for name, value in settings.items():
+        jax.config.update(name, value)
+        os.environ[name.upper()] = str(value)  # for the studies and workers the tests start as subprocesses
+
+
 def pytest_unconfigure(config):
-    """The process that made the session's cache directory removes it."""
-    if _OWNS_CACHE:
-        shutil.rmtree(os.environ.pop(_CACHE_ENV), ignore_errors=True)
+    """The process that made a run-only cache directory removes it."""
+    if getattr(config, "_recurrax_owns_cache", False):
+        shutil.rmtree(os.environ.pop(_TEMPORARY_CACHE_ENV), ignore_errors=True)
