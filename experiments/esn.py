@@ -21,7 +21,9 @@ Reported:
 3. a free-running forecast from the end of the training part (outputs fed back as inputs);
 4. the time of fit + run with ``timing_hidden_size`` = 1000 units over ``timing_steps`` = 50 000
    Mackey–Glass steps (the same 80/20 split: fit on 40 000, run on 10 000), recurrax with the
-   random (dense) and circulant (sparse) topologies against reservoirpy in the same process.
+   random (dense) and circulant (sparse) topologies against reservoirpy's NumPy backend and its
+   JAX backend (``reservoirpy.jax``: at its default float32, and in float64 under
+   ``jax.enable_x64``, where its ridge solve matches the others' RMSE) in the same process.
    Initialisation and compilation are reported apart from the run.
 """
 
@@ -84,6 +86,7 @@ def _data(length: int, test_size: float):
 
 
 def _import_reservoirpy():
+    """``(reservoirpy, its ESN, its JAX backend's ESN or None)``, or Nones when it is not installed."""
     try:
         import reservoirpy
         from reservoirpy import ESN
@@ -92,8 +95,12 @@ def _import_reservoirpy():
             "note: reservoirpy is not importable; its rows are skipped "
             "(pip install 'recurrax[bench]' to compare)."
         )
-        return None, None
-    return reservoirpy, ESN
+        return None, None, None
+    try:
+        from reservoirpy.jax import ESN as JaxESN
+    except ImportError:
+        JaxESN = None
+    return reservoirpy, ESN, JaxESN
 
 
 def _recurrax_run(
@@ -251,8 +258,38 @@ def _block(tree):
     return jax.block_until_ready(tree)
 
 
-def timing(config: Config, ESN) -> dict:
-    """Fit + run at ``timing_hidden_size`` units over ``timing_steps`` steps, both libraries."""
+def _reservoirpy_timing(name: str, ESN, config: Config, x_train, y_train, x_test, y_test) -> dict:
+    """One reservoirpy backend's init, then fit + run ``timing_repeats + 1`` times (medians of the
+    warm calls; the first call's excess is its compilation, for the JAX backend)."""
+    model = ESN(units=config.timing_hidden_size, sr=config.spectral_radius, lr=config.leak_rate,
+                ridge=config.ridge, seed=0)
+    start = time.perf_counter()
+    model.initialize(x_train[:1], y_train[:1])
+    init_s = time.perf_counter() - start
+    fits, runs = [], []
+    for _ in range(config.timing_repeats + 1):
+        start = time.perf_counter()
+        model.fit(x_train, y_train, warmup=config.warmup)
+        middle = time.perf_counter()
+        predictions = np.asarray(model.run(x_test))
+        fits.append(middle - start)
+        runs.append(time.perf_counter() - middle)
+    warm = np.asarray(fits[1:]) + np.asarray(runs[1:])
+    return {
+        "impl": name,
+        "init_s": init_s,
+        "first_call_s": fits[0] + runs[0],
+        "compile_s": max(0.0, fits[0] + runs[0] - float(np.median(warm))),
+        "fit_s": float(np.median(fits[1:])),
+        "run_s": float(np.median(runs[1:])),
+        "fit_run_s": float(np.median(warm)),
+        "rmse": esn.rmse(y_test, predictions),
+    }
+
+
+def timing(config: Config, ESN, JaxESN=None) -> dict:
+    """Fit + run at ``timing_hidden_size`` units over ``timing_steps`` steps: recurrax, reservoirpy's
+    NumPy backend and (when importable) its JAX backend, each at its defaults, in this process."""
     _, (x_train, x_test, y_train, y_test) = _data(config.timing_steps + 1, config.test_size)
     rows = []
     setting = dict(spectral_radius=config.spectral_radius, leak_rate=config.leak_rate)
@@ -292,37 +329,22 @@ def timing(config: Config, ESN) -> dict:
             }
         )
     if ESN is not None:
-        model = ESN(
-            units=config.timing_hidden_size,
-            sr=config.spectral_radius,
-            lr=config.leak_rate,
-            ridge=config.ridge,
-            seed=0,
-        )
-        start = time.perf_counter()
-        model.initialize(x_train[:1], y_train[:1])
-        init_s = time.perf_counter() - start
-        start = time.perf_counter()
-        model.fit(x_train, y_train, warmup=config.warmup)
-        middle = time.perf_counter()
-        predictions = model.run(x_test)
-        end = time.perf_counter()
-        rows.append(
-            {
-                "impl": "reservoirpy (scipy sparse W)",
-                "init_s": init_s,
-                "first_call_s": end - start,
-                "compile_s": 0.0,
-                "fit_s": middle - start,
-                "run_s": end - middle,
-                "fit_run_s": end - start,
-                "rmse": esn.rmse(y_test, predictions),
-            }
-        )
-        reference = rows[-1]["fit_run_s"]
+        backends = [("reservoirpy (scipy sparse W)", ESN, False)]
+        if JaxESN is not None:
+            # its default (float32), and float64 (jax.enable_x64), where its ridge solve is exact
+            backends += [("reservoirpy.jax", JaxESN, False), ("reservoirpy.jax, float64", JaxESN, True)]
+        for name, backend, x64 in backends:
+            # JAX's default promotion rules, which reservoirpy.jax is written for (the test suite
+            # runs with strict ones)
+            with jax.enable_x64(x64), jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):
+                rows.append(_reservoirpy_timing(name, backend, config, x_train, y_train, x_test, y_test))
+        numpy_s = next(r for r in rows if r["impl"] == backends[0][0])["fit_run_s"]
+        jax_row = next((r for r in rows if r["impl"] == "reservoirpy.jax"), None)
         for row in rows:
-            row["speedup_vs_reservoirpy"] = reference / row["fit_run_s"]
-            row["speedup_incl_compile"] = reference / (row["fit_run_s"] + row["compile_s"])
+            row["speedup_vs_reservoirpy"] = numpy_s / row["fit_run_s"]
+            row["speedup_incl_compile"] = numpy_s / (row["fit_run_s"] + row["compile_s"])
+            if jax_row is not None:
+                row["speedup_vs_reservoirpy_jax"] = jax_row["fit_run_s"] / row["fit_run_s"]
     return {
         "rows": rows,
         "train_steps": int(x_train.shape[0]),
@@ -435,8 +457,8 @@ def _table(results: dict, config: Config) -> str:
         "seconds, median of repeats)",
         "",
         "| implementation | init | compile | fit | run | fit + run | × vs reservoirpy "
-        "(incl. compile) | RMSE |",
-        "|---|---|---|---|---|---|---|---|",
+        "(incl. compile) | × vs reservoirpy.jax | RMSE |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in timing["rows"]:
         speed = (
@@ -444,16 +466,17 @@ def _table(results: dict, config: Config) -> str:
             if "speedup_vs_reservoirpy" in row
             else "n/a"
         )
+        versus_jax = f"{row['speedup_vs_reservoirpy_jax']:.1f}" if "speedup_vs_reservoirpy_jax" in row else "n/a"
         lines.append(
             f"| {row['impl']} | {row['init_s']:.2f} | {row['compile_s']:.2f} | "
             f"{row['fit_s']:.2f} | "
-            f"{row['run_s']:.2f} | {row['fit_run_s']:.2f} | {speed} | {row['rmse']:.2e} |"
+            f"{row['run_s']:.2f} | {row['fit_run_s']:.2f} | {speed} | {versus_jax} | {row['rmse']:.2e} |"
         )
     return "\n".join(lines)
 
 
 def run(config: Config, out_dir: pathlib.Path) -> dict:
-    reservoirpy, ESN = _import_reservoirpy() if config.reservoirpy else (None, None)
+    reservoirpy, ESN, JaxESN = _import_reservoirpy() if config.reservoirpy else (None, None, None)
     _, split = _data(config.length, config.test_size)
     results = {
         "versions": {
@@ -466,7 +489,7 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
     results["accuracy"] = accuracy(config, split, ESN)
     results["sweep"] = sweep_study(config, split)
     results["free_running"] = free_running(config, split)
-    results["timing"] = timing(config, ESN)
+    results["timing"] = timing(config, ESN, JaxESN)
     table = _table(results, config)
     print(table)
     (out_dir / "results.md").write_text(table + "\n")
