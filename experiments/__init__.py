@@ -21,4 +21,5 @@ EXPERIMENTS = {
     "ntm": "experiments.ntm",
     "mitigations": "experiments.mitigations",
     "parallel_in_time": "experiments.parallel_in_time",
+    "cpu_levers": "experiments.cpu_levers",
 }
