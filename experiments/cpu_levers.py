@@ -28,7 +28,6 @@ Nothing here changes recurrax; the study is the evidence behind what it does and
 from __future__ import annotations
 
 import dataclasses
-import functools
 import pathlib
 import statistics
 import time
