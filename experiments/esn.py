@@ -259,8 +259,7 @@ def _block(tree):
 
 
 def _reservoirpy_timing(name: str, ESN, config: Config, x_train, y_train, x_test, y_test) -> dict:
-    """One reservoirpy backend's init, then fit + run ``timing_repeats + 1`` times (medians of the
-    warm calls; the first call's excess is its compilation, for the JAX backend)."""
+    """One reservoirpy backend's init, then fit + run ``timing_repeats + 1`` times."""
     model = ESN(units=config.timing_hidden_size, sr=config.spectral_radius, lr=config.leak_rate,
                 ridge=config.ridge, seed=0)
     start = time.perf_counter()
@@ -274,6 +273,11 @@ def _reservoirpy_timing(name: str, ESN, config: Config, x_train, y_train, x_test
         predictions = np.asarray(model.run(x_test))
         fits.append(middle - start)
         runs.append(time.perf_counter() - middle)
+    return _timing_row(name, init_s, fits, runs, esn.rmse(y_test, predictions))
+
+
+def _timing_row(name: str, init_s: float, fits: list, runs: list, rmse: float) -> dict:
+    """Medians of the warm calls (all but the first); the first call's excess is its compilation."""
     warm = np.asarray(fits[1:]) + np.asarray(runs[1:])
     return {
         "impl": name,
@@ -283,7 +287,7 @@ def _reservoirpy_timing(name: str, ESN, config: Config, x_train, y_train, x_test
         "fit_s": float(np.median(fits[1:])),
         "run_s": float(np.median(runs[1:])),
         "fit_run_s": float(np.median(warm)),
-        "rmse": esn.rmse(y_test, predictions),
+        "rmse": rmse,
     }
 
 
@@ -315,19 +319,8 @@ def timing(config: Config, ESN, JaxESN=None) -> dict:
             _, predictions = _block(esn.predict(params, readout, x_test32, carry=carry))
             fits.append(middle - start)
             runs.append(time.perf_counter() - middle)
-        warm = np.asarray(fits[1:]) + np.asarray(runs[1:])
-        rows.append(
-            {
-                "impl": f"recurrax ({topology}, {'dense' if topology == 'random' else 'sparse'} W)",
-                "init_s": init_s,
-                "first_call_s": fits[0] + runs[0],
-                "compile_s": max(0.0, fits[0] + runs[0] - float(np.median(warm))),
-                "fit_s": float(np.median(fits[1:])),
-                "run_s": float(np.median(runs[1:])),
-                "fit_run_s": float(np.median(warm)),
-                "rmse": esn.rmse(y_test, predictions),
-            }
-        )
+        name = f"recurrax ({topology}, {'dense' if topology == 'random' else 'sparse'} W)"
+        rows.append(_timing_row(name, init_s, fits, runs, esn.rmse(y_test, predictions)))
     if ESN is not None:
         backends = [("reservoirpy (scipy sparse W)", ESN, False)]
         if JaxESN is not None:
