@@ -28,7 +28,12 @@ from recurrax import _sharding
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKER = str(ROOT / "tests" / "sharding_worker.py")
-ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
+# On a loaded machine (the other xdist worker busy) one of the 8 device threads could reach an
+# all-reduce more than XLA:CPU's default 40 s after the other seven, which then aborted the
+# worker ("Expected 8 threads to join the rendezvous, but only 7 of them arrived on time").
+_COLLECTIVE_TIMEOUTS = "--xla_cpu_collective_call_terminate_timeout_seconds=600 --xla_cpu_collective_timeout_seconds=600"
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu",
+       "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {_COLLECTIVE_TIMEOUTS}".strip()}
 
 
 @pytest.fixture(autouse=True)
