@@ -28,12 +28,12 @@ from recurrax import _sharding
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKER = str(ROOT / "tests" / "sharding_worker.py")
-# On a loaded machine (the other xdist worker busy) one of the 8 device threads could reach an
-# all-reduce more than XLA:CPU's default 40 s after the other seven, which then aborted the
-# worker ("Expected 8 threads to join the rendezvous, but only 7 of them arrived on time").
-_COLLECTIVE_TIMEOUTS = "--xla_cpu_collective_call_terminate_timeout_seconds=600 --xla_cpu_collective_timeout_seconds=600"
-ENV = {**os.environ, "JAX_PLATFORMS": "cpu",
-       "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {_COLLECTIVE_TIMEOUTS}".strip()}
+# Without the suite's persistent compilation cache (tests/conftest.py): with jax 0.10.2 the 8-device
+# worker deadlocked in its first all-reduce ("Expected 8 threads to join the rendezvous, but only
+# 7 of them arrived") whenever it loaded its executables from that cache, and ran when it compiled them.
+_CACHE_VARIABLES = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+                    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES")
+ENV = {**{name: value for name, value in os.environ.items() if name not in _CACHE_VARIABLES}, "JAX_PLATFORMS": "cpu"}
 
 
 @pytest.fixture(autouse=True)
