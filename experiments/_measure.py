@@ -1,10 +1,21 @@
-"""Measurements shared by the experiments: the compiled memory of a function."""
+"""Measurements shared by the experiments: interleaved wall times, the compiled memory of a function."""
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import jax
+
+
+def timed_interleaved(jobs: list[dict], repeats: int) -> None:
+    """Append ``repeats`` wall times to each job's ``times``, round-robin across jobs (so drift in
+    the machine's speed hits all alike); each ``job["fn"]()`` is waited for (``block_until_ready``)."""
+    for _ in range(repeats):
+        for job in jobs:
+            start = time.perf_counter()
+            jax.block_until_ready(job["fn"]())
+            job["times"].append(time.perf_counter() - start)
 
 
 def compiled_temp_bytes(fn: Callable, *args) -> int:

@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import optax
 
 import recurrax
-from experiments._measure import compiled_memory, compiled_temp_bytes, saved_residual_bytes
+from experiments._measure import compiled_memory, compiled_temp_bytes, saved_residual_bytes, timed_interleaved
 
 SHAPES = ((32, 256, 64, 256), (16, 1000, 32, 64), (64, 128, 256, 1024), (16, 10_000, 32, 64))
 GATES = {"lstm": 4, "gru": 3, "elman": 1}  # the cells with anchors; FLOPs counted for these
@@ -246,15 +246,6 @@ def _compile_and_warm(fn: Callable) -> float:
     return max(0.0, first - (time.perf_counter() - start))
 
 
-def _timed_interleaved(jobs: list[dict], repeats: int) -> None:
-    """Append ``repeats`` wall times to each job's ``times``, round-robin across jobs."""
-    for _ in range(repeats):
-        for job in jobs:
-            start = time.perf_counter()
-            _block(job["fn"]())
-            job["times"].append(time.perf_counter() - start)
-
-
 def bench_shape(cell: str, shape: tuple, config: Config) -> list[dict]:
     batch, time_steps, features, hidden = shape
     jobs = []
@@ -265,7 +256,7 @@ def bench_shape(cell: str, shape: tuple, config: Config) -> list[dict]:
         for mode in config.modes:
             jobs.append({"impl": name, "mode": mode, "fn": fns[mode], "times": [],
                          "compile_s": _compile_and_warm(fns[mode])})
-    _timed_interleaved(jobs, config.repeats)
+    timed_interleaved(jobs, config.repeats)
     gates = GATES.get(cell)  # FLOPs of other cells are not counted (NaN GFLOP/s)
     flops_fwd = 2 * batch * time_steps * (features + hidden) * gates * hidden if gates else float("nan")
     rows = []
@@ -360,7 +351,7 @@ def bench_stack(shape: tuple, config: Config) -> list[dict]:
             _compile_and_warm(fns[mode])
             jobs.append({"impl": "torch.nn.LSTM", "mode": mode, "fn": fns[mode], "times": [], "trace_s": None,
                          "xla_compile_s": None})
-    _timed_interleaved(jobs, config.repeats)
+    timed_interleaved(jobs, config.repeats)
     rows = []
     for job in jobs:
         trace, xla = job["trace_s"], job["xla_compile_s"]
@@ -439,7 +430,7 @@ def bench_remat(shape: tuple, config: Config) -> list[dict]:
                      "residual_bytes": saved_residual_bytes(loss, params, xs),
                      "temp_bytes": compiled_temp_bytes(jax.grad(loss), params, xs),
                      "longest_t": longest_sequence(name, batch, features, hidden, budget) if budget else None})
-    _timed_interleaved(jobs, config.repeats)
+    timed_interleaved(jobs, config.repeats)
     plain = jobs[0]
     plain_ms = 1e3 * statistics.median(plain["times"])
     rows = []

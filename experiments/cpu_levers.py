@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import statistics
-import time
 from typing import Callable
 
 import jax
@@ -38,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import recurrax
+from experiments._measure import timed_interleaved
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,15 +68,12 @@ def _torch(config: Config):
 
 def _interleaved(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, dict]:
     """Median / min / max milliseconds of each call, round-robin after one warm-up call each."""
-    for call in calls.values():
-        call()
-    times = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: {"median_ms": statistics.median(t), "min_ms": min(t), "max_ms": max(t)} for name, t in times.items()}
+    jobs = [{"fn": call, "times": []} for call in calls.values()]
+    for job in jobs:
+        job["fn"]()
+    timed_interleaved(jobs, repeats)
+    return {name: {"median_ms": 1e3 * statistics.median(job["times"]), "min_ms": 1e3 * min(job["times"]),
+                   "max_ms": 1e3 * max(job["times"])} for name, job in zip(calls, jobs)}
 
 
 def _blocked(fn, *args):

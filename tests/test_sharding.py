@@ -31,12 +31,11 @@ WORKER = str(ROOT / "tests" / "sharding_worker.py")
 # Without the suite's persistent compilation cache (tests/conftest.py): with jax 0.10.2 the 8-device
 # worker deadlocked in its first all-reduce ("Expected 8 threads to join the rendezvous, but only
 # 7 of them arrived") whenever it loaded its executables from that cache, and ran when it compiled them.
-_CACHE_VARIABLES = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
-                    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES")
+_CACHE_VARIABLES = ("JAX_COMPILATION_CACHE_", "JAX_PERSISTENT_CACHE_")  # prefixes: conftest's and a user's own
 # And with XLA:CPU's collective timeouts at 600 s: on a loaded machine (the other xdist worker busy)
 # one of the 8 device threads could reach an all-reduce more than the default 40 s after the others.
 _COLLECTIVE_TIMEOUTS = "--xla_cpu_collective_call_terminate_timeout_seconds=600 --xla_cpu_collective_timeout_seconds=600"
-ENV = {**{name: value for name, value in os.environ.items() if name not in _CACHE_VARIABLES}, "JAX_PLATFORMS": "cpu",
+ENV = {**{name: value for name, value in os.environ.items() if not name.startswith(_CACHE_VARIABLES)}, "JAX_PLATFORMS": "cpu",
        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {_COLLECTIVE_TIMEOUTS}".strip()}
 
 
