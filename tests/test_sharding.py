@@ -29,8 +29,8 @@ from recurrax import _sharding
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKER = str(ROOT / "tests" / "sharding_worker.py")
 # Without the suite's persistent compilation cache (tests/conftest.py): with jax 0.10.2 the 8-device
-# worker deadlocked in its first all-reduce ("Expected 8 threads to join the rendezvous, but only
-# 7 of them arrived") whenever it loaded its executables from that cache, and ran when it compiled them.
+# worker sometimes deadlocked in its first all-reduce ("Expected 8 threads to join the rendezvous,
+# but only 7 of them arrived"), seen when it loaded its executables from that cache (and once without).
 _CACHE_VARIABLES = ("JAX_COMPILATION_CACHE_", "JAX_PERSISTENT_CACHE_")  # prefixes: conftest's and a user's own
 # And with XLA:CPU's collective timeouts at 600 s: on a loaded machine (the other xdist worker busy)
 # one of the 8 device threads could reach an all-reduce more than the default 40 s after the others.
