@@ -210,6 +210,29 @@ def test_cg_keeps_the_scheduled_iterates():
         np.testing.assert_allclose(result.saved[slot], iterates[i - 1], rtol=1e-7, atol=1e-10)
 
 
+@pytest.mark.parametrize("start", ["good", "uphill", "nan"])
+def test_cg_keeps_a_good_warm_start_and_drops_one_worse_than_zero(start):
+    a, b = _spd(4, n=12)
+    solution = np.linalg.solve(a, -b)
+    x0 = {"good": 0.5 * solution, "uphill": -3.0 * solution, "nan": np.full_like(b, np.nan)}[start]
+    phi0 = 0.5 * x0 @ a @ x0 + b @ x0  # the good start: φ < 0; the uphill one: φ = 7.5 bᵀx* > 0
+    with jax.enable_x64(True):
+        result = conjugate_gradient(lambda v: a @ v, b, jnp.asarray(x0), max_iters=3, tolerance=1e-12)
+        first = conjugate_gradient(lambda v: a @ v, b, jnp.asarray(x0), max_iters=1, tolerance=1e-12)
+    kept = start == "good"
+    assert float(result.phi[0]) == (pytest.approx(phi0, rel=1e-12) if kept else 0.0)
+    # dropped: the first iterate is plain CG's from 0, the steepest-descent step along −b
+    expected = x0 + _cg_step(a, b, x0) if kept else _numpy_cg_iterates(a, b, 1)[0]
+    np.testing.assert_allclose(first.x, expected, rtol=1e-10)
+    assert np.all(np.isfinite(np.asarray(result.x))) and np.all(np.diff(np.asarray(result.phi[:4])) < 0)
+
+
+def _cg_step(a, b, x):
+    """One CG step from ``x``: along −r, r = Ax + b, by the exact line minimum."""
+    r = a @ x + b
+    return -(r @ r) / (r @ a @ r) * r
+
+
 # --------------------------------------------------------------------------- the step
 
 

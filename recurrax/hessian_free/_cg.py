@@ -74,7 +74,8 @@ def conjugate_gradient(
     tolerance: float = 5e-4,
     save_ratio: float = 1.3,
 ) -> CGResult:
-    """Minimise ``φ(x) = ½ xᵀAx + bᵀx`` (i.e. solve ``Ax = −b``) by preconditioned CG from ``x0``.
+    """Minimise ``φ(x) = ½ xᵀAx + bᵀx`` (i.e. solve ``Ax = −b``) by preconditioned CG from ``x0``
+    (or from 0 where ``φ(x0) > 0`` or is not finite: a warm start worse than none).
 
     ``A`` (given as ``matvec``) must be symmetric positive definite; ``preconditioner`` is a
     pytree ``m`` like ``b``, the diagonal of ``M`` (``M⁻¹r = r/m``). Stops at ``max_iters``, at
@@ -94,9 +95,19 @@ def conjugate_gradient(
         lambda r: jax.tree.map(lambda x, m: x / m, r, preconditioner))
 
     r = _add(matvec(x0), b)  # r = Ax + b = ∇φ(x)
+    phi0 = 0.5 * _dot(x0, _add(r, b))
+    # A warm start worse than x = 0 (φ(x0) > φ(0) = 0, or not finite) is dropped: CG only
+    # descends from its start, so all its iterates may keep φ > 0. In HF that happens after λ
+    # grows (the old solution is too long for the new model), and the step then predicts no
+    # decrease, so ρ = −∞ and λ grows again. Measured (tanh RNN, temporal order at T = 100):
+    # λ went from 0.005 to 5.7·10⁴ in 40 updates with the loss rising; with the restart the
+    # same run solved the problem in 30 updates.
+    restart = ~(phi0 <= 0)
+    x0 = jax.tree.map(lambda x: jnp.where(restart, jnp.zeros_like(x), x), x0)
+    r = jax.tree.map(lambda ri, bi: jnp.where(restart, bi, ri), r, b)
     y = inverse(r)
     dtype = jnp.result_type(*jax.tree.leaves(b))
-    phi = jnp.full((max_iters + 1,), jnp.nan, dtype).at[0].set(0.5 * _dot(x0, _add(r, b)))
+    phi = jnp.full((max_iters + 1,), jnp.nan, dtype).at[0].set(jnp.where(restart, 0.0, phi0))
     saved = jax.tree.map(lambda x: jnp.zeros((num_slots,) + x.shape, x.dtype), x0)
     carry = {"i": jnp.zeros((), jnp.int32), "x": x0, "r": r, "y": y, "d": _scale(y, -1.0),
              "ry": _dot(r, y), "phi": phi, "saved": saved, "its": jnp.full((num_slots,), -1, jnp.int32),
