@@ -108,21 +108,23 @@ class Config:
     esn_train_size: int = 1000
     esn_ridges: tuple = (1e-6, 1e-4, 1e-2, 1.0)
     # Hessian-free (methods 1, 2; ``recurrax.hessian_free``): 32 tanh units (Martens & Sutskever:
-    # 100) and CG runs of at most 150 iterations. Measured with structural damping at T = 100,
-    # seed 0 (after CG's warm-start fix): gradient / curvature batches of 100 / 25 and CG ≤ 30
-    # (the first defaults) left temporal order at chance and addition at 67% wrong after 200
-    # updates; CG ≤ 150 solved temporal order (80 updates) but not addition (94% wrong: one
-    # squared-error output gives G rank ≤ 1 per curvature sequence, 25 of ~1,100 directions);
-    # 300 / 100 reached 1.2% wrong on addition after 200; 1000 / 300 solved addition in 90
-    # updates and temporal order in 30, ~1 s per update.
-    # Each HF cell compiles for ~20 s, so HF runs on the two problems its expectation names only.
+    # 100), CG runs of at most 150 iterations. Measured with structural damping at T = 100 (after
+    # CG's warm-start fix; ~6 ms per G v on 300 sequences): gradient / curvature batches of
+    # 100 / 25 and CG ≤ 30 (the first defaults) left temporal order at chance and addition at 67%
+    # wrong after 200 updates (seed 0); one squared-error output gives G rank ≤ 1 per curvature
+    # sequence (25 directions of ~1,100). These defaults, 500 / 150 and 100 updates (~0.5 s
+    # each), solved temporal order in 2 of 3 seeds and left addition at 8-93% wrong; 1000 / 300
+    # and 120 updates solved each in 3 of 5 seeds but took 15 min for the two T = 100 cells, too
+    # much for this study's 30 minutes; run it as ``--methods hf_structural,hf --tasks
+    # addition,temporal_order --lengths 100 --hf_batch_size 1000 --hf_curvature_batch_size 300
+    # --hf_steps 120 --out runs/mitigations_hf_t100``.
     hf_tasks: tuple = ("addition", "temporal_order")
     hf_structural_damping: float = 0.3  # μ of method 1 (method 2: 0)
     hf_initial_damping: float = 1.0  # λ₀
-    hf_steps: int = 120  # at most this many HF updates per run
+    hf_steps: int = 100  # at most this many HF updates per run
     hf_eval_every: int = 10
-    hf_batch_size: int = 1000  # fresh gradient batch each update
-    hf_curvature_batch_size: int = 300  # its first sequences give the curvature
+    hf_batch_size: int = 500  # fresh gradient batch each update
+    hf_curvature_batch_size: int = 150  # its first sequences give the curvature
     hf_max_cg_iters: int = 150
     seed: int = 0
 
