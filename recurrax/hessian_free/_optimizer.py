@@ -72,9 +72,11 @@ class HessianFree:
         ``None`` when ``structural_damping`` is 0.
       loss: ``"softmax_cross_entropy"``, ``"squared_error"`` or ``"logistic"``.
       structural_damping: μ ≥ 0; the hidden-state damping weight is λμ; 0 is plain HF (Martens
-        2010). Default 0.3, measured: tanh RNN (H = 16) on temporal order at T = 50, 80 steps of
-        200 sequences, 3 seeds: μ = 0 stayed at chance in all three (test accuracy 0.23–0.29),
-        μ = 0.3 solved all three (1.00), μ = 1 failed two of two (λ ran away).
+        2010). Default 0.3, measured: ``python -m experiments mitigations`` (32 tanh units,
+        addition and temporal order, 5 seeds) solves 0.5 of the runs at T = 50 and 100 with
+        μ = 0.3 and none with μ = 0. Between 0.3 and 1 the evidence is weak: tanh RNN (H = 16,
+        orthogonal ``W_h``), temporal order at T = 50, 80 updates of 200 sequences, seeds 0-2:
+        μ = 0 left all three at 75-76% wrong, μ = 0.3 solved one (0.4%), μ = 1 none (43% at best).
       hidden_loss: the matching loss ``D`` of the hidden units: ``"tanh"``, ``"logistic"``,
         ``"squared_error"``.
       initial_damping: λ₀ > 0. Default 1: the objective is a per-sequence sum, so ``G`` is O(1).

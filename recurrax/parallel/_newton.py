@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recurrax.parallel._scans import linear_scan, matrix_scan, tridiagonal_solve
+from recurrax.parallel._scans import _shift_up, linear_scan, matrix_scan, tridiagonal_solve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,8 +120,8 @@ def _newton_update(problem: Problem, s0, states, values, jac):
         return linear_scan(jac, offset, s0)
     # ELK: minimise Σ_t (s_t − a_t s_{t−1} − r_t)² + λ (s_t − o_t)², o the current iterate.
     lam = problem.damping
-    a_next = jnp.concatenate([jac[1:], jnp.zeros_like(jac[:1])], axis=0)
-    r_next = jnp.concatenate([offset[1:], jnp.zeros_like(offset[:1])], axis=0)
+    a_next = _shift_up(jac, 0.0)
+    r_next = _shift_up(offset, 0.0)
     diagonal = 1 + lam + a_next**2
     rhs = offset - a_next * r_next + lam * states
     rhs = rhs.at[0].add(jac[0] * s0)
@@ -214,18 +214,18 @@ def _trajectory_bwd(problem, residuals, cotangents):
     _, vjp = jax.vjp(lambda p, s, x: stepper(p, s, x, mask), params, previous, xs)
 
     def transposed(lam):   # J_{t+1}ᵀ λ_{t+1} at index t (zero at T)
-        return jnp.concatenate([vjp(lam)[1][1:], jnp.zeros_like(lam[:1])], axis=0)
+        return _shift_up(vjp(lam)[1], 0.0)
 
     if problem.jacobian == "full":
         _, jac = _linearise(problem, params, previous, xs, mask)
-        jac_t = jnp.swapaxes(jnp.concatenate([jac[1:], jnp.zeros_like(jac[:1])], axis=0), -1, -2)
+        jac_t = jnp.swapaxes(_shift_up(jac, 0.0), -1, -2)
         lam = matrix_scan(jac_t, s_bar, jnp.zeros_like(s_bar[0]), reverse=True)
     else:
         _, diag = _linearise(problem, params, previous, xs, mask)
-        diag_next = jnp.concatenate([diag[1:], jnp.zeros_like(diag[:1])], axis=0)
+        diag_next = _shift_up(diag, 0.0)
 
         def sweep(lam):   # exact diagonal part, off-diagonal part from the previous iterate
-            lam_next = jnp.concatenate([lam[1:], jnp.zeros_like(lam[:1])], axis=0)
+            lam_next = _shift_up(lam, 0.0)
             return linear_scan(diag_next, s_bar + transposed(lam) - diag_next * lam_next,
                                jnp.zeros_like(s_bar[0]), reverse=True)
 
