@@ -7,10 +7,11 @@ scored by ``tasks.success`` (a test output is wrong when off by more than 0.04, 
 side of 0 for XOR, or the wrong arg-max class; a run succeeds below 1% wrong on ``eval_size``
 fresh test sequences). Methods (``METHODS``), each run once per seed:
 
-1. ``hf_structural``: tanh RNN (method 5's sparse initialisation) + ``recurrax.hessian_free.HessianFree`` with
-   structural damping μ = ``hf_structural_damping`` on the tanh hidden states (zero past each
-   sequence's last scored step), Tikhonov λ from ``hf_initial_damping`` adapted by ρ, at most
-   ``hf_max_cg_iters`` CG iterations per update (Martens & Sutskever 2011);
+1. ``hf_structural``: tanh RNN (method 5's sparse initialisation) +
+   ``recurrax.hessian_free.HessianFree`` with structural damping μ = ``hf_structural_damping``
+   on the tanh hidden states (zero past each sequence's last scored step), Tikhonov λ from
+   ``hf_initial_damping`` adapted by ρ, at most ``hf_max_cg_iters`` CG iterations per update
+   (Martens & Sutskever 2011);
 2. ``hf``: the same with μ = 0 (Martens 2010's HF);
 3. ``lstm_adam``: LSTM (forget-gate bias ``lstm_forget_bias``) + ``clip_by_global_norm`` + Adam;
 4. ``esn``: an echo state network (``recurrax.reservoir``, ``esn_hidden_size`` units) with a ridge
@@ -108,14 +109,16 @@ class Config:
     esn_train_size: int = 1000
     esn_ridges: tuple = (1e-6, 1e-4, 1e-2, 1.0)
     # Hessian-free (methods 1, 2; ``recurrax.hessian_free``): 32 tanh units (Martens & Sutskever:
-    # 100), CG runs of at most 150 iterations. Measured with structural damping at T = 100 (after
-    # CG's warm-start fix; ~6 ms per G v on 300 sequences): gradient / curvature batches of
-    # 100 / 25 and CG ≤ 30 (the first defaults) left temporal order at chance and addition at 67%
-    # wrong after 200 updates (seed 0); one squared-error output gives G rank ≤ 1 per curvature
-    # sequence (25 directions of ~1,100). These defaults, 500 / 150 and 100 updates (~0.5 s
-    # each), solved temporal order in 2 of 3 seeds and left addition at 8-93% wrong; 1000 / 300
-    # and 120 updates solved each in 3 of 5 seeds but took 15 min for the two T = 100 cells, too
-    # much for this study's 30 minutes; run it as ``--methods hf_structural,hf --tasks
+    # 100), CG runs of at most 150 iterations. Measured with structural damping at T = 100, seed 0,
+    # after CG's warm-start fix (~6 ms per G v on 300 sequences), orthogonal W_h: gradient /
+    # curvature batches of 100 / 25 and CG ≤ 30 (the first defaults) left temporal order at
+    # chance and addition at 67% wrong after 200 updates; CG ≤ 150 solved temporal order (80
+    # updates) but left addition at 94% wrong (one squared-error output gives G rank ≤ 1 per
+    # curvature sequence: 25 of ~1,100 directions); 300 / 100 reached 1.2% wrong on addition
+    # after 200; 1000 / 300 solved temporal order in 60 (30 from the sparse W_h used now, which
+    # solved addition in 90), ~1 s per update. These defaults, 500 / 150 and 100 updates
+    # (~0.5 s each), fit the 30 minutes (the whole study took 22); 1000 / 300 and 120 updates
+    # took 21 min for the two T = 100 cells alone: ``--methods hf_structural,hf --tasks
     # addition,temporal_order --lengths 100 --hf_batch_size 1000 --hf_curvature_batch_size 300
     # --hf_steps 120 --out runs/mitigations_hf_t100``.
     hf_tasks: tuple = ("addition", "temporal_order")

@@ -215,7 +215,7 @@ def test_cg_keeps_a_good_warm_start_and_drops_one_worse_than_zero(start):
     a, b = _spd(4, n=12)
     solution = np.linalg.solve(a, -b)
     x0 = {"good": 0.5 * solution, "uphill": -3.0 * solution, "nan": np.full_like(b, np.nan)}[start]
-    phi0 = 0.5 * x0 @ a @ x0 + b @ x0  # the good start: φ < 0; the uphill one: φ = 7.5 bᵀx* > 0
+    phi0 = 0.5 * x0 @ a @ x0 + b @ x0  # the good start: φ < 0; the uphill one: φ = 7.5 bᵀA⁻¹b > 0
     with jax.enable_x64(True):
         result = conjugate_gradient(lambda v: a @ v, b, jnp.asarray(x0), max_iters=3, tolerance=1e-12)
         first = conjugate_gradient(lambda v: a @ v, b, jnp.asarray(x0), max_iters=1, tolerance=1e-12)
