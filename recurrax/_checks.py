@@ -8,6 +8,7 @@ jitted call fails with the same message instead of silently truncating.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import jax
@@ -61,21 +62,32 @@ def check_int_range(values: jax.Array, low: int, high: int, name: str, why: str)
     this message instead of silently indexing or truncating. Only the min and max, reduced on
     the device, go to the host: a batch split over devices is not gathered for the check.
     """
-
-    def check(smallest, largest):
-        if smallest < low or largest >= high:
-            raise ValueError(
-                f"Expected {name} in [{low}, {high - 1}] ({why}), "
-                f"got {name} with min {smallest} and max {largest}."
-            )
-
     if not np.size(values):
         return
     if is_traced(values):
-        jax.debug.callback(check, jnp.min(values), jnp.max(values))
+        jax.debug.callback(functools.partial(_check_range_on_host, low=low, high=high, name=name, why=why),
+                           jnp.min(values), jnp.max(values))
     else:
         values = np.asarray(values)
-        check(values.min(), values.max())
+        _check_range_on_host(values.min(), values.max(), low=low, high=high, name=name, why=why)
+
+
+def _check_range_on_host(smallest, largest, *, low: int, high: int, name: str, why: str) -> None:
+    """``check_int_range``'s test on two scalars, in NumPy only.
+
+    Under ``jit`` this runs inside a host callback, on one of XLA:CPU's execution threads, and
+    must not launch a JAX computation: on a mesh of CPU devices the other devices' threads wait
+    in a collective for this one, and a computation launched here can wait for them in turn (a
+    ``<`` on the ``jax.Array`` the callback receives deadlocked the 8-device training step: 7 of
+    8 threads waited in an all-reduce, the 8th, in this callback, for a slot in device 0's full
+    queue of computations, which no free thread could drain). So the scalars are read into
+    Python numbers first, which computes nothing.
+    """
+    smallest, largest = np.asarray(smallest).item(), np.asarray(largest).item()
+    if smallest < low or largest >= high:
+        raise ValueError(
+            f"Expected {name} in [{low}, {high - 1}] ({why}), got {name} with min {smallest} and max {largest}."
+        )
 
 
 def check_lengths(lengths: Any, batch_shape: Sequence[int], time: int) -> jax.Array:

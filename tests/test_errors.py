@@ -393,6 +393,31 @@ def test_lengths_may_be_a_list_or_an_int(gru, layer):
         chex.assert_trees_all_equal(run(xs[0], lengths=3), run(xs[0], lengths=jnp.array(3)))
 
 
+def test_range_check_under_jit_launches_no_computation():
+    """The run-time range check decides on its host scalars without running a JAX computation.
+
+    Under ``jit`` it runs in a host callback on one of XLA:CPU's execution threads, which receives
+    ``jax.Array`` scalars; a ``<`` on them launched a computation there that deadlocked the
+    8-device training step of test_sharding in CI (see ``_checks._check_range_on_host``).
+    """
+    from jax._src import config
+
+    from recurrax._checks import _check_range_on_host
+
+    received = []
+    jax.jit(lambda x: jax.debug.callback(lambda a: received.append(type(a)), jnp.min(x)))(jnp.arange(3))
+    jax.effects_barrier()
+    assert received and issubclass(received[0], jax.Array)  # what the check is given, as below
+    smallest, largest = jax.device_put(jnp.int32(0)), jax.device_put(jnp.int32(4))
+    message = re.escape("Expected targets in [0, 3] (the number of classes), got targets with min 0 and max 4.")
+    with config.no_execution(True):  # any JAX computation raises RuntimeError
+        _check_range_on_host(smallest, largest, low=0, high=5, name="targets", why="the number of classes")
+        with pytest.raises(ValueError, match=message):
+            _check_range_on_host(smallest, largest, low=0, high=4, name="targets", why="the number of classes")
+    with pytest.raises(jax.errors.JaxRuntimeError, match=message):  # and the same under jit
+        jax.jit(lambda t: recurrax.sequence_cross_entropy(jnp.zeros((1, 2, 4)), t))(jnp.array([[0, 4]])).block_until_ready()
+
+
 def test_check_lengths_raises_eagerly_what_jit_reports_at_run_time(layer):
     """The public ``check_lengths`` gives the ValueError that a jitted call can only give at run time."""
     from recurrax._checks import check_lengths  # exported as recurrax.check_lengths

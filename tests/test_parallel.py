@@ -5,6 +5,7 @@ References: Python loops and ``numpy.linalg.solve`` for the scans; ``rnn(method=
 """
 
 import functools
+import re
 import warnings
 from typing import NamedTuple
 
@@ -289,6 +290,20 @@ def test_warm_start_from_the_previous_solution(key):
 
 
 # ----------------------------------------------------------------------------- failures
+
+
+def test_the_fallback_warning_launches_no_computation():
+    # It runs in a host callback on an XLA:CPU execution thread, given jax.Array scalars: a JAX
+    # computation launched there can deadlock a multi-device program (see _checks._check_range_on_host).
+    from jax._src import config
+
+    from recurrax.parallel._newton import _warn
+
+    args = [jax.device_put(v) for v in (jnp.int32(7), jnp.float32(0.5), jnp.float32(1e-6), jnp.int32(3))]
+    with config.no_execution(True), pytest.warns(RuntimeWarning, match=re.escape(
+            "elk (backward) did not converge: residual 0.5 > tol 1e-06 after 7 iterations; first non-finite "
+            "value at step 3.")):
+        _warn("elk", "backward", *args)
 
 
 def test_a_solve_that_does_not_converge_falls_back_with_a_warning(key):

@@ -146,6 +146,11 @@ def _first_bad_step(values, jac) -> jax.Array:
 
 
 def _warn(name, what, iterations, residual, tol, bad_step):
+    """The fallback's warning, from a host callback: reads its scalars, launches no JAX computation.
+
+    (A computation launched on XLA:CPU's execution thread can deadlock a multi-device program;
+    see ``_checks._check_range_on_host``.)
+    """
     where = f"; first non-finite value at step {int(bad_step)}" if int(bad_step) >= 0 else ""
     warnings.warn(
         f"recurrax.parallel: {name} ({what}) did not converge: residual {float(residual):.3g} > "
