@@ -5,11 +5,17 @@ outputs with respect to the parameters) and a full training step (gradient of th
 output, ``clip_by_global_norm(1)`` + Adam, the parameters updated). Implementations, each on its
 own parameters of the same sizes:
 
-- recurrax (``recurrax.rnn``, its defaults: the fused backward pass below H = 1024) for any cell
-  family: a registered name or a user's family as ``package.module:attribute`` (anchors and
-  FLOP counts exist for ``lstm``, ``gru`` and ``elman`` only), and for
-  ``bf16_cells`` also with ``compute_dtype=bfloat16`` (products on bfloat16 operands, float32
-  accumulation; a row of its own, not an anchor);
+- recurrax (``recurrax.rnn``, its defaults: ``kernel="auto"``, the fused backward pass below
+  H = 1024) for any cell family: a registered name or a user's family as
+  ``package.module:attribute`` (anchors and FLOP counts exist for ``lstm``, ``gru`` and ``elman``
+  only), and for ``bf16_cells`` also with ``compute_dtype=bfloat16`` (products on bfloat16
+  operands, float32 accumulation; a row of its own, not an anchor);
+- where the oneDNN kernel is built (``recurrax.kernels``), for Elman, LSTM and GRU: recurrax with
+  each ``kernel`` option, ``"scan"`` and ``"onednn"`` (so the default is seen against the options
+  it chooses between), and "oneDNN primitive (C++)": the same forward (inference) and forward
+  (training) + backward primitives with their weight reorders, timed inside C++ on buffers of
+  their own (``time_primitive``; no XLA, no FFI, no layout changes), so the cost of the call
+  around them shows;
 - flax.linen through ``nn.RNN``: ``LSTMCell`` and ``OptimizedLSTMCell``, ``GRUCell``,
   ``SimpleCell``;
 - equinox ``LSTMCell`` / ``GRUCell`` under ``vmap`` of a ``lax.scan`` when equinox is installed
@@ -24,9 +30,10 @@ of this machine's float32 GEMM rate measured in the same run, and recurrax ÷ im
 (< 1: recurrax is faster). FLOPs count the matrix products: forward 2·B·T·(D+H)·G·H with G
 gates (4 LSTM, 3 GRU, 1 Elman); forward+backward and the training step as 3× forward.
 
-Deep stack (``stack_shape`` = B, T, D, H, layers): bidirectional LSTM layers, compile time of the
-jitted gradient (trace + XLA) and its run time, against flax.linen ``Bidirectional`` of
-``OptimizedLSTMCell`` and ``torch.nn.LSTM(num_layers, bidirectional=True)``.
+Deep stacks (``stack_shapes``, each B, T, D, H, layers): bidirectional LSTM layers, compile time
+of the jitted gradient (trace + XLA), forward, forward+backward and the training step, against
+flax.linen ``Bidirectional`` of ``OptimizedLSTMCell`` and ``torch.nn.LSTM(num_layers,
+bidirectional=True)``.
 
 Memory (``remat_shapes``, one LSTM layer): the same gradient by plain autodiff through the scan,
 the fused backward pass, rematerialising every step, and √T segments. Per policy: jax's saved
@@ -81,14 +88,15 @@ class Config:
     repeats: int = 15  # 7 left ratios like 0.95 vs 1.12 between runs; see summarise
     gemm_size: int = 2048
     torch: bool = True  # time torch.nn when it is installed
+    kernels: bool = True  # time recurrax's kernel options and oneDNN's primitive where the kernel is built
     bf16_cells: tuple = ("lstm",)  # also time recurrax with bfloat16 products for these cells
-    stack_shape: tuple = (8, 100, 32, 128, 4)  # (B, T, D, H, layers), bidirectional LSTM
+    stack_shapes: tuple = ((8, 100, 32, 128, 4), (32, 256, 64, 256, 2))  # (B, T, D, H, layers), bidirectional LSTM
     remat_shapes: tuple = ((16, 1000, 32, 128), (16, 10_000, 32, 128))
     memory_budget_gib: float = 24.0  # for the longest trainable T; 0 skips that search
 
 
 QUICK = Config(shapes=((4, 16, 8, 16),), cells=("lstm", "gru"), modes=("forward", "forward+backward"), repeats=2,
-               gemm_size=256, torch=False, stack_shape=(2, 8, 4, 8, 2), remat_shapes=((2, 16, 4, 8),),
+               gemm_size=256, torch=False, stack_shapes=((2, 8, 4, 8, 2),), remat_shapes=((2, 16, 4, 8),),
                memory_budget_gib=0.0)
 
 
@@ -134,13 +142,33 @@ def _jax_modes(params, forward: Callable, xs) -> dict:
     }
 
 
-def _recurrax(compute_dtype=None):
+def _recurrax(compute_dtype=None, **options):
     def factory(cell, batch, time_steps, features, hidden):
         params = recurrax.init_rnn(jax.random.key(0), resolve_cell(cell), features, hidden)
         xs = jax.random.normal(jax.random.key(1), (batch, time_steps, features), jnp.float32)
-        return _jax_modes(params, lambda p, x: recurrax.rnn(p, x, compute_dtype=compute_dtype)[1], xs)
+        return _jax_modes(params, lambda p, x: recurrax.rnn(p, x, compute_dtype=compute_dtype, **options)[1], xs)
 
     return factory
+
+
+ONEDNN_CELLS = {"lstm": 3, "gru": 4, "elman": 0}  # recurrax.kernels._onednn.Cell: LSTM, LBR-GRU, tanh RNN
+
+
+def _onednn_primitive(cell, batch, time_steps, features, hidden):
+    """oneDNN's primitives alone, timed inside C++: the job's time is the C++ figure (see ``bench_shape``)."""
+    from recurrax.kernels import _onednn
+
+    module = _onednn._extension()[0]
+
+    def timed(which: int) -> Callable:
+        def fn():  # the wall time of this call includes a warm-up run; the C++ figure does not
+            ms = module.time_primitive(ONEDNN_CELLS[cell], time_steps, batch, features, hidden, 1, False, 1)
+            fn.cpp_seconds.append(1e-3 * ms[which][0])
+
+        fn.cpp_seconds = []
+        return fn
+
+    return {"forward": timed(0), "forward+backward": timed(1)}
 
 
 FLAX_CELLS = {"lstm": ("LSTMCell", "OptimizedLSTMCell"), "gru": ("GRUCell",), "elman": ("SimpleCell",)}
@@ -224,6 +252,10 @@ def implementations(cell: str, config: Config) -> dict:
         impls["recurrax bf16 products"] = _recurrax(jnp.bfloat16)
     if cell not in GATES:  # a cell no other library has: recurrax alone, no ratio to an anchor
         return impls
+    if config.kernels and recurrax.kernels.available():
+        impls["recurrax kernel='scan'"] = _recurrax(kernel="scan")
+        impls["recurrax kernel='onednn'"] = _recurrax(kernel="onednn")
+        impls["oneDNN primitive (C++)"] = _onednn_primitive
     for cell_name in FLAX_CELLS[cell]:
         impls[f"flax.linen {cell_name}"] = _flax(cell_name)
     if cell != "elman" and installed("equinox"):
@@ -254,9 +286,14 @@ def bench_shape(cell: str, shape: tuple, config: Config) -> list[dict]:
         if fns is None:
             continue
         for mode in config.modes:
-            jobs.append({"impl": name, "mode": mode, "fn": fns[mode], "times": [],
-                         "compile_s": _compile_and_warm(fns[mode])})
+            if mode in fns:
+                jobs.append({"impl": name, "mode": mode, "fn": fns[mode], "times": [],
+                             "compile_s": _compile_and_warm(fns[mode])})
     timed_interleaved(jobs, config.repeats)
+    for job in jobs:
+        if job["impl"] == "oneDNN primitive (C++)":  # its own clock, inside C++, not the call's
+            job["times"] = job["fn"].cpp_seconds[-len(job["times"]):]
+            job["compile_s"] = float("nan")
     gates = GATES.get(cell)  # FLOPs of other cells are not counted (NaN GFLOP/s)
     flops_fwd = 2 * batch * time_steps * (features + hidden) * gates * hidden if gates else float("nan")
     rows = []
@@ -293,7 +330,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     out = []
     for key in dict.fromkeys((r["cell"], tuple(r["shape"]), r["mode"]) for r in rows):
         group = [r for r in rows if (r["cell"], tuple(r["shape"]), r["mode"]) == key]
-        anchors = [r for r in group if not r["impl"].startswith("recurrax")]
+        anchors = [r for r in group if not r["impl"].startswith(("recurrax", "oneDNN"))]
         if not anchors:
             continue
         fastest = min(anchors, key=lambda r: r["median_ms"])
@@ -316,6 +353,8 @@ def bench_stack(shape: tuple, config: Config) -> list[dict]:
     candidates = {}
     params = recurrax.init_stack(jax.random.key(0), features, [hidden] * layers, cell="lstm", bidirectional=True)
     candidates["recurrax"] = (params, lambda p, x: recurrax.stack(p, x)[1])
+    if config.kernels and recurrax.kernels.available():
+        candidates["recurrax kernel='scan'"] = (params, lambda p, x: recurrax.stack(p, x, kernel="scan")[1])
     import flax.linen as nn
 
     class FlaxStack(nn.Module):
@@ -335,7 +374,7 @@ def bench_stack(shape: tuple, config: Config) -> list[dict]:
         traced = time.perf_counter()
         compiled_grad = lowered.compile()
         compiled = time.perf_counter()
-        fns = {"forward": functools.partial(jax.jit(forward), params, xs),
+        fns = {**_jax_modes(params, forward, xs),
                "forward+backward": functools.partial(compiled_grad, params, xs)}  # timed as compiled above
         for mode, fn in fns.items():
             _compile_and_warm(fn)
@@ -347,7 +386,7 @@ def bench_stack(shape: tuple, config: Config) -> list[dict]:
         torch.manual_seed(0)
         model = torch.nn.LSTM(features, hidden, num_layers=layers, bidirectional=True, batch_first=True)
         fns = _torch_modes(model, torch.randn(batch, time_steps, features))
-        for mode in ("forward", "forward+backward"):
+        for mode in MODES:
             _compile_and_warm(fns[mode])
             jobs.append({"impl": "torch.nn.LSTM", "mode": mode, "fn": fns[mode], "times": [], "trace_s": None,
                          "xla_compile_s": None})
@@ -358,17 +397,20 @@ def bench_stack(shape: tuple, config: Config) -> list[dict]:
         rows.append({"shape": list(shape), "impl": job["impl"], "mode": job["mode"],
                      "median_ms": 1e3 * statistics.median(job["times"]),
                      "grad_compile_s": None if trace is None else trace + xla, "trace_s": trace, "xla_compile_s": xla})
+    for row in rows:
+        ours = next(r for r in rows if r["impl"] == "recurrax" and r["mode"] == row["mode"])
+        row["ratio"] = ours["median_ms"] / row["median_ms"]
     return rows
 
 
 def _stack_table(rows: list[dict]) -> str:
-    lines = ["| B, T, D, H, layers | impl | mode | median ms | gradient compile s (trace + XLA) |",
-             "|---|---|---|---|---|"]
+    lines = ["| B, T, D, H, layers | impl | mode | median ms | recurrax / impl | gradient compile s (trace + XLA) |",
+             "|---|---|---|---|---|---|"]
     for row in rows:
         compile_s = ("–" if row["grad_compile_s"] is None
                      else f"{row['grad_compile_s']:.2f} ({row['trace_s']:.2f} + {row['xla_compile_s']:.2f})")
         lines.append(f"| {', '.join(map(str, row['shape']))} | {row['impl']} | {row['mode']} "
-                     f"| {row['median_ms']:.1f} | {compile_s} |")
+                     f"| {row['median_ms']:.1f} | {row['ratio']:.2f} | {compile_s} |")
     return "\n".join(lines)
 
 
@@ -474,8 +516,9 @@ def _check_config(config: Config) -> None:
     for shape in config.shapes + config.remat_shapes:
         if len(shape) != 4:
             raise ValueError(f"Expected shapes as (B, T, D, H), got {shape!r}.")
-    if len(config.stack_shape) != 5:
-        raise ValueError(f"Expected stack_shape as (B, T, D, H, layers), got {config.stack_shape!r}.")
+    for shape in config.stack_shapes:
+        if len(shape) != 5:
+            raise ValueError(f"Expected stack shapes as (B, T, D, H, layers), got {shape!r}.")
 
 
 def run(config: Config, out_dir: pathlib.Path) -> dict:
@@ -495,7 +538,7 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
             rows.extend(shape_rows)
             print(_table(shape_rows, gemm).split("\n", 2)[2], flush=True)
     summary = summarise(rows)
-    stack_rows = bench_stack(tuple(config.stack_shape), config)
+    stack_rows = [row for shape in config.stack_shapes for row in bench_stack(tuple(shape), config)]
     remat_rows = [row for shape in config.remat_shapes for row in bench_remat(tuple(shape), config)]
     summary_table = "\n".join(
         ["| cell | B, T, D, H | mode | fastest anchor | recurrax / fastest | min–max ranges apart |",

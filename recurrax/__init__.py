@@ -44,6 +44,7 @@ from recurrax._layers import bidirectional as bidirectional
 from recurrax._layers import dense as dense
 from recurrax._layers import dropout as dropout
 from recurrax._layers import embed as embed
+from recurrax._layers import forward_mode as forward_mode
 from recurrax._layers import init_bidirectional as init_bidirectional
 from recurrax._layers import init_dense as init_dense
 from recurrax._layers import init_embedding as init_embedding
@@ -127,6 +128,7 @@ from recurrax import decoding as decoding  # noqa: E402
 from recurrax import esn as esn  # noqa: E402
 from recurrax import gradient_flow as gradient_flow  # noqa: E402
 from recurrax import hessian_free as hessian_free  # noqa: E402
+from recurrax import kernels as kernels  # noqa: E402
 from recurrax import parallel as parallel  # noqa: E402
 from recurrax import seq2seq as seq2seq  # noqa: E402
 from recurrax import tasks as tasks  # noqa: E402
@@ -147,7 +149,7 @@ __all__ = [
     "Activation", "BidirectionalParams", "DenseParams", "ElmanCarry", "ElmanParams",
     "EmbeddingParams", "Encoded", "GRUCarry", "GRUParams", "Generated", "LSTMCarry",
     "LSTMParams", "Merge", "RNNParams", "StackParams", "bidirectional", "dense", "dropout",
-    "elman", "embed", "encode", "generate", "gru", "init_bidirectional",
+    "elman", "embed", "encode", "forward_mode", "generate", "gru", "init_bidirectional",
     "init_dense", "init_embedding", "init_rnn", "init_stack", "initializers",
     "layer_input_size", "layer_output_size", "lstm", "many_to_many", "many_to_one", "one_hot",
     "rnn", "rnn_initial_carry", "sequence_mask", "stack", "stack_initial_carries", "stack_step", "teaching_mask",
@@ -164,5 +166,5 @@ __all__ = [
     "check_lengths", "last_outputs", "data_mesh", "replicate", "shard_batch", "nnx", "interop",
     "mingru", "MinGRUCarry", "MinGRUParams", "minlstm", "MinLSTMCarry", "MinLSTMParams",
     "indrnn", "IndRNNCarry", "IndRNNParams", "lru", "LRUCarry", "LRUParams",
-    "hessian_free", "parallel",
+    "hessian_free", "kernels", "parallel",
 ]

@@ -7,6 +7,8 @@ mode) is static pytree metadata inside the params, like a cell's activation.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import types
@@ -14,11 +16,14 @@ from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.interpreters import ad as jax_ad
 
 from recurrax import cells, initializers, parallel
+from recurrax.kernels import _layer as kernels
 from recurrax.cells import CellFamily
-from recurrax._checks import check_array, check_positive_int, is_traced
-from recurrax._unroll import split_step, unroll, unroll_cell
+from recurrax._checks import check_array, check_lengths, check_positive_int, is_traced
+from recurrax._unroll import _check_step_types, split_step, unroll, unroll_cell
 
 Family = Union[str, CellFamily, types.ModuleType, Any]  # a name, a CellFamily, or a protocol object
 
@@ -119,6 +124,7 @@ def rnn(
     compute_dtype: Any = None,
     method: Any = "scan",
     initial_guess: Any = None,
+    kernel: str = "auto",
 ):
     """Run one recurrent layer over ``xs`` ``(*batch, T, D)``.
 
@@ -156,6 +162,19 @@ def rnn(
     lengths, mask, reverse and time_major; ``unroll``, ``remat``, ``segment_length``,
     ``fused_backward`` and ``compute_dtype`` belong to the scan and are refused with them.
 
+    ``kernel``: ``"auto"`` (default) runs the layer through oneDNN's fused RNN primitive (forward
+    and backward, ``recurrax.kernels``) when it is built and supports the call, float32 Elman
+    (tanh, relu, sigmoid), LSTM and GRU layers on the CPU, and the scan otherwise (the table in
+    ``recurrax.kernels``); ``"onednn"`` raises a ``ValueError`` with the reason where it cannot
+    run; ``"scan"`` always scans. Both paths give the same values and gradients (to float32
+    rounding). Forward-mode autodiff cannot pass the kernel's or the fused pass's ``custom_vjp``:
+    under ``jax.jvp`` or ``jax.jacfwd``, or inside ``forward_mode()`` (for ``jax.linearize``;
+    Hessian-free uses it), the layer runs the scan with plain autodiff at the defaults, and an
+    explicit ``kernel="onednn"`` or ``fused_backward=True`` raises a ``ValueError`` naming
+    ``kernel="scan", fused_backward=False``. (``rnn`` sees the tangents only where it is traced
+    under the ``jvp``: a ``jax.jvp`` around a function jitted on its own sees JAX's
+    ``TypeError``; trace that function in ``forward_mode()``.)
+
     Returns:
       ``(final_carry, hs)`` with ``hs`` of shape ``(*batch, T, H)`` (zero at masked steps), plus
       the per-step carries with ``return_carries=True``.
@@ -166,8 +185,12 @@ def rnn(
     (2, 6, 4)
     """
     _check_rnn_params(params, "rnn")
+    kernel = kernels.check_kernel(kernel)
     method = parallel.as_method(method)
     if method.name != "scan":
+        if kernel == "onednn":
+            raise ValueError(f"kernel='onednn' runs the layer step by step; method={method.name!r} solves it in "
+                             "parallel over time: pass one of them.")
         _check_scan_options(method, unroll=unroll, remat=remat, segment_length=segment_length,
                             fused_backward=fused_backward, compute_dtype=compute_dtype)
         solution = parallel.solve(params, xs, method=method, carry=carry, lengths=lengths, mask=mask,
@@ -177,9 +200,93 @@ def rnn(
         return solution.final_carry, solution.outputs
     if initial_guess is not None:
         raise ValueError(f"initial_guess warm-starts a Newton method; got method={method.name!r}.")
-    family = params.family
     if carry is None:
         carry = rnn_initial_carry(params, _batch_shape(xs, time_major))
+    options = dict(lengths=lengths, mask=mask, reverse=reverse, time_major=time_major, unroll=unroll, remat=remat,
+                   segment_length=segment_length, return_carries=return_carries, compute_dtype=compute_dtype)
+    if _FORWARD_MODE.get() or _has_jvp_tracer((params.cell, xs, carry)):
+        if kernel == "onednn" or fused_backward:
+            chosen = "kernel='onednn'" if kernel == "onednn" else "fused_backward=True"
+            raise ValueError(
+                f"Forward-mode autodiff (jax.jvp, jax.jacfwd, jax.linearize) cannot pass {chosen}, whose gradient "
+                "is a custom VJP: pass kernel='scan', fused_backward=False (or leave both at their defaults)."
+            )
+        kernel, fused_backward = "scan", False
+    return _sequential(params, xs, carry, kernel=kernel, fused_backward=fused_backward, **options)
+
+
+# ``forward_mode()``'s switch; read while a layer is traced.
+_FORWARD_MODE: contextvars.ContextVar[bool] = contextvars.ContextVar("recurrax_forward_mode", default=False)
+
+
+@contextlib.contextmanager
+def forward_mode():
+    """Trace recurrax's layers on the path forward-mode autodiff can enter, inside this context.
+
+    The oneDNN kernel's and the fused backward pass's gradients are ``custom_vjp`` rules, which
+    ``jax.jvp``, ``jax.jacfwd`` and ``jax.linearize`` cannot push tangents through. ``rnn`` sees
+    ``jax.jvp``'s and ``jax.jacfwd``'s tracers in its inputs and switches to the scan with plain
+    autodiff by itself; ``jax.linearize`` (and ``grad``) trace alike, so a function to be
+    linearised and then *evaluated* forward is traced in this context (``HessianFree`` does).
+    Same values either way; only the speed of the layer changes.
+
+    >>> params = init_rnn(jax.random.key(0), "lstm", 2, 3)
+    >>> with forward_mode():
+    ...     ys, jvp = jax.linearize(lambda x: rnn(params, x)[1], jnp.ones((1, 4, 2)))
+    >>> jvp(jnp.ones((1, 4, 2))).shape
+    (1, 4, 3)
+    """
+    token = _FORWARD_MODE.set(True)
+    try:
+        yield
+    finally:
+        _FORWARD_MODE.reset(token)
+
+
+def _has_jvp_tracer(tree) -> bool:
+    """Whether ``jax.jvp`` / ``jax.jacfwd`` traces any leaf, also beneath ``vmap``'s tracers."""
+    for leaf in jax.tree.leaves(tree):
+        while isinstance(leaf, jax.core.Tracer):
+            if isinstance(leaf, jax_ad.JVPTracer):
+                return True
+            leaf = getattr(leaf, "val", None)  # a vmap tracer wraps the value it batches
+    return False
+
+
+def _sequential(params: RNNParams, xs, carry, *, kernel, lengths, mask, reverse, time_major, unroll, remat,
+                segment_length, return_carries, fused_backward, compute_dtype):
+    """``rnn`` with ``method="scan"``: the oneDNN kernel where chosen and able, else ``lax.scan``."""
+    if kernel != "scan":
+        reason = kernels.unsupported(
+            params, xs, carry, lengths=lengths, mask=mask, time_major=time_major,
+            scan_options=dict(unroll=unroll, remat=remat, segment_length=segment_length,
+                              return_carries=return_carries, fused_backward=fused_backward, compute_dtype=compute_dtype),
+        )
+        if reason is None and kernel == "auto":
+            reason = kernels.slower_here(params)
+            if reason is not None:  # the scan, silently: "auto" chose it
+                kernel = "scan"
+        if reason is None:
+            lengths = _check_kernel_call(params, xs, carry, lengths, time_major)
+            layout = dict(reverse=reverse, time_major=time_major)
+
+            def on_kernel(cell, xs, carry, lengths):
+                return kernels.run(params._replace(cell=cell), xs, carry, lengths=lengths, **layout)
+
+            if kernel == "onednn":  # oneDNN's forward and backward
+                return on_kernel(params.cell, xs, carry, lengths)
+
+            def on_scan(cell, xs, carry, lengths):
+                return _sequential(params._replace(cell=cell), xs, carry, kernel="scan", lengths=lengths, mask=None,
+                                   unroll=1, remat=False, segment_length=None, return_carries=False,
+                                   fused_backward=None, compute_dtype=None, **layout)
+
+            # "auto": oneDNN's forward, the scan's gradient (see kernels.slower_here)
+            return kernels.with_gradient_of(on_kernel, on_scan)(params.cell, xs, carry, lengths)
+        elif kernel == "onednn":
+            raise ValueError(f"kernel='onednn' cannot run this call: {reason}. Use kernel='auto' (the scan where "
+                             "the kernel cannot run) or kernel='scan'.")
+    family = params.family
     options = dict(lengths=lengths, mask=mask, reverse=reverse, time_major=time_major, unroll=unroll)
     splits = family.has_pointwise_split(params.cell)
     if fused_backward is None:
@@ -194,6 +301,15 @@ def rnn(
         step = split_step(params.cell, compute_dtype, cell=family)
     return _unroll_fn(step, carry, xs, remat=remat, segment_length=segment_length,
                       return_carries=return_carries, **options)
+
+
+def _check_kernel_call(params: RNNParams, xs, carry, lengths, time_major: bool):
+    """The scan's static checks for a call the kernel runs (same messages); the checked lengths."""
+    batch_shape = _batch_shape(xs, time_major)
+    x = jax.ShapeDtypeStruct(batch_shape + (xs.shape[-1],), xs.dtype)
+    _check_step_types(functools.partial(params.family.step, params.cell), carry, x)
+    time = xs.shape[0] if time_major else xs.shape[-2]
+    return None if lengths is None else check_lengths(lengths, batch_shape, time)
 
 
 def _check_scan_options(method, **options) -> None:
@@ -281,11 +397,15 @@ def bidirectional(
     fused_backward: Optional[bool] = None,
     compute_dtype: Any = None,
     method: Any = "scan",
+    kernel: str = "auto",
 ):
     """Bidirectional layer (Schuster & Paliwal 1997): ``y_t = merge(h→_t, h←_t)``.
 
     The backward direction starts at each sequence's own last valid step (see ``unroll``), so
-    padded batches give the same valid outputs as the sequences run one by one.
+    padded batches give the same valid outputs as the sequences run one by one. The options mean
+    what they mean for ``rnn``, direction by direction (each direction its own kernel call or
+    scan: oneDNN's bidirectional primitive took longer than its two directions one after the
+    other, 153 ms against 2 × 59 ms for an LSTM at B, T, D, H = 32, 256, 64, 256).
 
     Args:
       carry: ``(forward_carry, backward_carry)`` or ``None`` (learned or zero initial states).
@@ -297,6 +417,7 @@ def bidirectional(
     finals, (fwd, bwd) = _bidirectional_directions(
         params, xs, carry=carry, lengths=lengths, mask=mask, time_major=time_major, unroll=unroll, remat=remat,
         segment_length=segment_length, fused_backward=fused_backward, compute_dtype=compute_dtype, method=method,
+        kernel=kernel,
     )
     return finals, params.merge(fwd, bwd)
 
@@ -438,10 +559,11 @@ def stack(
     fused_backward: Optional[bool] = None,
     compute_dtype: Any = None,
     method: Any = "scan",
+    kernel: str = "auto",
 ):
     """Run a deep RNN: ``s^(l)_t = cell_l(s^(l)_{t-1}, s^(l-1)_t)``, ``s^(0) = x`` (Graves 2013).
 
-    Each layer runs over the whole sequence before the next (one scan per direction and layer).
+    Each layer runs over the whole sequence before the next (one scan or kernel call per direction and layer).
 
     Args:
       carries: one initial carry per layer (a pair for bidirectional layers; ``None`` entries
@@ -462,6 +584,7 @@ def stack(
         params, xs, carries=carries, residual=residual, dropout_rate=dropout_rate, key=key,
         lengths=lengths, mask=mask, time_major=time_major, unroll=unroll, remat=remat,
         segment_length=segment_length, fused_backward=fused_backward, compute_dtype=compute_dtype, method=method,
+        kernel=kernel,
     )
     return finals, hs
 
@@ -563,11 +686,11 @@ def _check_ids(ids: Any, num_classes: int, what: str) -> jax.Array:
     ids = jnp.asarray(check_array(ids, "ids"))
     if not jnp.issubdtype(ids.dtype, jnp.integer):
         raise ValueError(f"Expected integer token ids, got dtype {ids.dtype}.")
-    if not is_traced(ids) and ids.size and (int(ids.min()) < 0 or int(ids.max()) >= num_classes):
-        raise ValueError(
-            f"Expected token ids in [0, {num_classes}) ({what}), got ids in "
-            f"[{int(ids.min())}, {int(ids.max())}]."
-        )
+    if not is_traced(ids) and ids.size:
+        # NumPy, not jnp: under jit, jnp.min of constant ids (closed over) would be traced.
+        low, high = int(np.min(np.asarray(ids))), int(np.max(np.asarray(ids)))
+        if low < 0 or high >= num_classes:
+            raise ValueError(f"Expected token ids in [0, {num_classes}) ({what}), got ids in [{low}, {high}].")
     return ids
 
 

@@ -81,6 +81,11 @@ def make_train_step(
     ``state.key``). ``metrics`` holds ``loss`` and ``grad_norm``, the global gradient norm
     *before* clipping, so exploding gradients stay visible when clipping hides them.
 
+    Keys, to reproduce a step by hand: ``key, step_key = jax.random.split(state.key)``;
+    ``step_key`` goes to ``loss_fn``, ``key`` becomes the next ``state.key``, i.e.
+    ``loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, step_key)`` then
+    ``apply_gradients(optimizer, state, loss, grads, key)``.
+
     Data parallelism: with ``mesh`` (a ``jax.sharding.Mesh``, e.g. ``data_mesh()``) the step is
     one ``jax.jit`` whose batch is split by rows over the mesh's ``axis`` (every batch leaf has
     the batch as its leading axis, its size divisible by the axis size) while the state is

@@ -447,6 +447,11 @@ def _prepare(xs, lengths, mask, time_major):
 
 
 def _dtype_message(carry_dtype, x_dtype, new_dtype=None) -> str:
+    if new_dtype is not None and new_dtype != x_dtype:  # not xs's promotion: the step's own cast
+        return (
+            f"The step changed the carry's dtype: {carry_dtype} in, {new_dtype} out; a step must "
+            f"return its carry in the dtypes it received (xs are {x_dtype})."
+        )
     turned = "" if new_dtype is None else f", which the step turned into {new_dtype}"
     return (
         f"Expected xs in the carry's dtype {carry_dtype}, got {x_dtype}{turned}: cast xs to {carry_dtype} "

@@ -24,10 +24,11 @@ Token ids follow ``recurrax.vocab``: ``<pad>`` 0, ``<sos>`` 1, ``<eos>`` 2.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from recurrax import attention as attn
 from recurrax import decoding
@@ -84,26 +85,71 @@ def init_seq2seq(
     decoder_cell: str = "lstm",
     bidirectional_encoder: bool = False,
     attention: Optional[str] = None,
+    encoder_cell_kwargs: Union[dict, Sequence[dict], None] = None,
+    decoder_cell_kwargs: Union[dict, Sequence[dict], None] = None,
+    dtype: Any = None,
 ) -> Seq2SeqParams:
-    """Initialise an encoder–decoder; ``attention`` is ``None``, ``"additive"``, ``"dot"`` or ``"general"``."""
+    """Initialise an encoder–decoder; ``attention``: None, ``"additive"``, ``"dot"``, ``"general"``.
+
+    ``encoder_cell_kwargs`` / ``decoder_cell_kwargs``: options for the cell family's ``init``
+    (e.g. ``{"forget_bias": 2.0}``), one dict for every layer or one per layer, as ``init_stack``'s
+    ``cell_kwargs``. ``dtype`` (e.g. ``jnp.float64``, with x64 enabled): the dtype of every
+    parameter, also passed to the families' ``init`` as ``dtype``; ``None`` keeps float32 for the
+    embeddings, bridges, attention and head and each family's own default for the cells.
+    """
+    if dtype is not None and jax.dtypes.canonicalize_dtype(dtype) != jnp.dtype(dtype):
+        raise ValueError(
+            f"Expected a dtype JAX can hold, got dtype={jnp.dtype(dtype)} with x64 disabled: "
+            "enable it (jax.config.update('jax_enable_x64', True)) or pass a 32-bit dtype."
+        )
     keys = jax.random.split(key, 8)
-    encoder = init_stack(keys[0], embed_size, list(encoder_sizes), cell=encoder_cell, bidirectional=bidirectional_encoder)
-    decoder = init_stack(keys[1], embed_size, list(decoder_sizes), cell=decoder_cell)
+    encoder = init_stack(keys[0], embed_size, list(encoder_sizes), cell=encoder_cell,
+                         bidirectional=bidirectional_encoder,
+                         cell_kwargs=_with_dtype(encoder_cell_kwargs, dtype, "encoder_cell_kwargs"))
+    decoder = init_stack(keys[1], embed_size, list(decoder_sizes), cell=decoder_cell,
+                         cell_kwargs=_with_dtype(decoder_cell_kwargs, dtype, "decoder_cell_kwargs"))
     context_size = layer_output_size(encoder.layers[-1])
+    float_dtype = jnp.float32 if dtype is None else dtype
     bridge = tuple(
-        None if size == context_size else init_dense(k, context_size, size)
+        None if size == context_size else init_dense(k, context_size, size, dtype=float_dtype)
         for k, size in zip(jax.random.split(keys[2], len(decoder_sizes)), decoder_sizes)
     )
     top = list(decoder_sizes)[-1]
     attention_params = combine = None
     if attention is not None:
-        attention_params = attn.init_attention(keys[3], attention, top, context_size)
-        combine = init_dense(keys[4], top + context_size, top)
-    return Seq2SeqParams(
-        init_embedding(keys[5], source_vocab_size, embed_size), encoder, bridge,
-        init_embedding(keys[6], target_vocab_size, embed_size), decoder, attention_params, combine,
-        init_dense(keys[7], top, target_vocab_size),
+        attention_params = attn.init_attention(keys[3], attention, top, context_size,
+                                               dtype=float_dtype)
+        combine = init_dense(keys[4], top + context_size, top, dtype=float_dtype)
+    params = Seq2SeqParams(
+        init_embedding(keys[5], source_vocab_size, embed_size, dtype=float_dtype), encoder, bridge,
+        init_embedding(keys[6], target_vocab_size, embed_size, dtype=float_dtype), decoder,
+        attention_params, combine,
+        init_dense(keys[7], top, target_vocab_size, dtype=float_dtype),
     )
+    if dtype is not None:
+        for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+            if jnp.issubdtype(leaf.dtype, jnp.floating) and leaf.dtype != jnp.dtype(dtype):
+                raise ValueError(
+                    f"Expected every parameter in dtype {jnp.dtype(dtype)}, got {leaf.dtype} at "
+                    f"{jax.tree_util.keystr(path)}: does its cell family's init take a dtype?"
+                )
+    return params
+
+
+def _with_dtype(cell_kwargs: Any, dtype: Any, name: str) -> Any:
+    """``cell_kwargs`` (a dict, one per layer, or ``None``) with ``dtype`` added to each dict."""
+    if dtype is None:
+        return cell_kwargs
+    per_layer = cell_kwargs is not None and not isinstance(cell_kwargs, dict)
+    out = []
+    for options in (cell_kwargs if per_layer else [cell_kwargs or {}]):
+        if "dtype" in options and jnp.dtype(options["dtype"]) != jnp.dtype(dtype):
+            raise ValueError(
+                f"Expected {name} without a dtype, or with dtype={jnp.dtype(dtype)} as passed, "
+                f"got dtype={options['dtype']}."
+            )
+        out.append({**options, "dtype": dtype})
+    return out if per_layer else out[0]
 
 
 def encode_source(params: Seq2SeqParams, source: jax.Array, lengths: jax.Array) -> DecoderState:
@@ -112,7 +158,8 @@ def encode_source(params: Seq2SeqParams, source: jax.Array, lengths: jax.Array) 
     if source.ndim != 2:
         raise ValueError(f"Expected source ids of shape (B, S), got {tuple(source.shape)}.")
     lengths = check_lengths(lengths, source.shape[:1], source.shape[1])
-    if not is_traced(lengths) and int(jnp.min(lengths)) < 1:
+    # Read on the host: under jit, lengths closed over are constants but jnp.min's result is traced.
+    if not is_traced(lengths) and int(np.min(np.asarray(lengths))) < 1:
         raise ValueError("Expected every source to have at least one token; got an empty source (length 0).")
     _, states, own = _run_stack(params.encoder, embed(params.source_embedding, source), carries=None,
                                 residual=False, dropout_rate=0.0, key=None, lengths=lengths)

@@ -221,6 +221,23 @@ def test_carry_with_wrong_batch_shape_is_not_broadcast(gru, layer):
         recurrax.gru.step(gru, recurrax.GRUCarry(h=jnp.zeros((2, 5))), jnp.ones((2, D)))
 
 
+def test_a_step_that_changes_the_carry_dtype_is_named_as_the_cause():
+    k_x, k_h = jax.random.split(jax.random.key(1))
+    w_x, w_h = jax.random.normal(k_x, (D, H)), jax.random.normal(k_h, (H, H))
+
+    def step(carry, x):  # a user's cell whose step returns its carry in float16
+        h = jnp.tanh(x @ w_x + carry.h @ w_h)
+        return recurrax.ElmanCarry(h=h.astype(jnp.float16)), h
+
+    carry, xs = recurrax.ElmanCarry(h=jnp.zeros((2, H))), jnp.ones((2, T, D))  # both float32
+    message = re.escape("The step changed the carry's dtype: float32 in, float16 out; a step must "
+                        "return its carry in the dtypes it received")
+    for options in ({}, {"lengths": jnp.array([T, 2])}):
+        with pytest.raises(ValueError, match=message) as info:
+            recurrax.unroll(step, carry, xs, **options)
+        assert "cast xs" not in str(info.value)  # xs already have the carry's dtype
+
+
 def test_batch_shape_given_as_int(gru):
     with pytest.raises(ValueError, match=re.escape("Expected batch_shape as a tuple of ints, got the int 2; "
                                                    "write (2,).")):

@@ -9,6 +9,8 @@ import jax
 import numpy as np
 import pytest
 
+import recurrax
+
 from experiments import EXPERIMENTS, _cli, bench, demo
 
 
@@ -37,20 +39,25 @@ def test_bench_quick_writes_rows_with_ratios(tmp_path):
     assert ("lstm", "recurrax bf16 products", "forward") in impls
     if bench.installed("equinox"):  # an optional anchor (the bench extra)
         assert ("gru", "equinox", "forward") in impls
+    kernel_rows = {"recurrax kernel='scan'", "recurrax kernel='onednn'", "oneDNN primitive (C++)"}
+    if recurrax.kernels.available():  # the default beside the options it chooses between
+        for impl in kernel_rows:
+            assert ("gru", impl, "forward+backward") in impls
     for row in rows:
         assert row["min_ms"] <= row["median_ms"] <= row["max_ms"]
         ours = next(r for r in rows if r["cell"] == row["cell"] and r["impl"] == "recurrax"
                     and r["mode"] == row["mode"])
         assert row["ratio"] == pytest.approx(ours["median_ms"] / row["median_ms"])
-    for entry in results["summary"]:  # the fastest anchor, never a recurrax variant
+    for entry in results["summary"]:  # the fastest anchor, never a recurrax variant or oneDNN alone
         group = [r for r in rows if r["cell"] == entry["cell"] and r["mode"] == entry["mode"]
-                 and not r["impl"].startswith("recurrax")]
+                 and r["impl"] not in kernel_rows and not r["impl"].startswith("recurrax")]
         assert entry["fastest_anchor"] == min(group, key=lambda r: r["median_ms"])["impl"]
-    assert {row["impl"] for row in results["stack"]} == {"recurrax", "flax.linen OptimizedLSTMCell"}
+    assert {row["impl"] for row in results["stack"]} - {"recurrax kernel='scan'"} == {
+        "recurrax", "flax.linen OptimizedLSTMCell"}
     remat = {row["policy"]: row for row in results["remat"]}
     assert remat["remat sqrt(T) segments"]["residual_ratio"] < remat["fused backward"]["residual_ratio"] < 1.0
-    # 2 cells × 2 modes, and the stack's forward and forward+backward.
-    assert (tmp_path / "results.md").read_text().count("| recurrax |") == 6
+    # 2 cells × 2 modes, and the stack's forward, forward+backward and training step.
+    assert (tmp_path / "results.md").read_text().count("| recurrax |") == 7
 
 
 def test_bench_longest_sequence_is_the_largest_that_fits():

@@ -106,6 +106,29 @@ def test_flax_linen_bad_params(key):
         from_flax_linen(to_flax_linen(recurrax.init_rnn(key, "lstm", D, H)), "GRUCell")
 
 
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_dense_matches_flax_linen(use_bias, key):
+    import flax.linen as nn
+
+    k_x, k_init, k_rand = jax.random.split(key, 3)
+    xs, _ = batch(k_x)
+    module = nn.Dense(H, use_bias=use_bias)
+    with loose(), jax.numpy_rank_promotion("allow"):
+        variables = randomize(module.init(k_init, xs), k_rand)
+        theirs = module.apply(variables, xs)
+
+    head = from_flax_linen(variables, module)  # the whole variables dict and the module
+    assert isinstance(head, recurrax.DenseParams)
+    ours = recurrax.dense(head, xs)
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), atol=1e-6, rtol=0)
+    assert bits(head) == bits(from_flax_linen(variables["params"], "Dense"))
+    exported = to_flax_linen(head, use_bias=use_bias)
+    assert jax.tree.structure(exported) == jax.tree.structure(variables["params"])
+    assert bits(exported) == bits(variables["params"])
+    with pytest.raises(ValueError, match=r"Missing key 'bias' \(expected shape \(4,\)\)"):
+        from_flax_linen({"kernel": variables["params"]["kernel"]}, nn.Dense(H))
+
+
 # ----------------------------------------------------------------------------- equinox
 
 
@@ -143,14 +166,33 @@ def test_matches_equinox(name, use_bias, key):
     assert bits(from_equinox(exported)) == bits(params)
 
 
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_dense_matches_equinox(use_bias, key):
+    eqx = pytest.importorskip("equinox")
+    k_x, k_init, k_rand = jax.random.split(key, 3)
+    xs, _ = batch(k_x)
+    linear = randomize(eqx.nn.Linear(D, H, use_bias=use_bias, key=k_init), k_rand)
+    theirs = jax.vmap(jax.vmap(linear))(xs)  # equinox's own __call__, one vector at a time
+
+    head = from_equinox(linear)
+    assert isinstance(head, recurrax.DenseParams)
+    ours = recurrax.dense(head, xs)
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), atol=1e-6, rtol=0)
+    exported = to_equinox(head, use_bias=use_bias)
+    assert type(exported) is eqx.nn.Linear and bits(exported) == bits(linear)
+    assert bits(from_equinox(exported)) == bits(head)
+
+
 def test_equinox_bad_input(key):
     eqx = pytest.importorskip("equinox")
     cell = eqx.nn.GRUCell(D, H, key=key)
     broken = eqx.tree_at(lambda m: m.bias_n, cell, jnp.zeros(H + 1))
     with pytest.raises(ValueError, match=r"'bias_n'.*expected shape \(4,\)"):
         from_equinox(broken)
-    with pytest.raises(ValueError, match="Expected an Equinox LSTMCell or GRUCell"):
-        from_equinox(eqx.nn.Linear(D, H, key=key))
+    with pytest.raises(ValueError, match="LSTMCell, GRUCell or Linear, got MLP"):
+        from_equinox(eqx.nn.MLP(D, H, 2, 1, key=key))
+    with pytest.raises(ValueError, match="in_features='scalar'"):
+        from_equinox(eqx.nn.Linear("scalar", H, key=key))
     with pytest.raises(ValueError, match="no equivalent"):
         to_equinox(recurrax.init_rnn(key, "elman", D, H))
 

@@ -143,6 +143,60 @@ def test_matches_keras_bidirectional(kind, merge_mode):
     ) == bits(params)
 
 
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "SimpleRNN"])
+def test_go_backwards_is_refused_with_its_recurrax_equivalent(kind):
+    xs, mask = batch(2)
+    layer = getattr(keras.layers, kind)(
+        H, return_sequences=True, return_state=True, go_backwards=True
+    )
+    build(layer)
+    randomize(layer, 3)
+    states = initial_states(kind, 1)
+    ys, *finals = keras_run(layer, xs, mask, states)
+    message = r"go_backwards=True.*reverse=True.*jnp\.flip\(ys, axis=-2\)"
+    with pytest.raises(ValueError, match=message):
+        from_keras(layer)  # the params alone would run forwards
+    # What the message says to do: the weights, run with reverse=True, outputs flipped in time
+    # (Keras's go_backwards outputs are in processing order, last input step first).
+    params = from_keras(layer.get_weights(), kind)
+    final, ours = recurrax.rnn(
+        params, jnp.asarray(xs), carry=carry_from_keras(states, params),
+        lengths=jnp.asarray(LENGTHS), reverse=True,
+    )
+    assert_valid_steps_close(np.asarray(jnp.flip(ours, axis=-2)), ys, mask[:, ::-1])
+    for a, b in zip(carry_to_keras(final, params), finals):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
+def test_bidirectional_with_a_backwards_forward_layer_is_refused():
+    forward = keras.layers.LSTM(H, return_sequences=True, go_backwards=True)
+    backward = keras.layers.LSTM(H, return_sequences=True)
+    layer = build(keras.layers.Bidirectional(forward, backward_layer=backward))
+    with pytest.raises(ValueError, match="got a forward layer with go_backwards=True"):
+        from_keras(layer)
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_dense_matches_keras(use_bias):
+    xs, _ = batch(3)
+    layer = build(keras.layers.Dense(H, use_bias=use_bias))
+    randomize(layer, 4)
+    with loose()[0], loose()[1]:
+        theirs = np.asarray(layer(xs))
+
+    head = from_keras(layer)
+    assert isinstance(head, recurrax.DenseParams)
+    ours = recurrax.dense(head, jnp.asarray(xs))
+    np.testing.assert_allclose(np.asarray(ours), theirs, atol=1e-6, rtol=0)
+    assert bits(head) == bits(from_keras(layer.get_weights(), "Dense", use_bias=use_bias))
+    exported = to_keras(head, use_bias=use_bias)
+    assert [w.tobytes() for w in exported] == [w.tobytes() for w in layer.get_weights()]
+    with pytest.raises(ValueError, match=r"Dense with activation='relu'.*expected 'linear'"):
+        from_keras(build(keras.layers.Dense(H, activation="relu")))
+    with pytest.raises(ValueError, match=r"Expected 2 arrays .*got 1"):
+        from_keras(layer.get_weights()[:1], "Dense")
+
+
 def test_export_then_import_is_bit_identical(key):
     for cell, kwargs in [("gru", {}), ("gru", {"reset_after": False}), ("lstm", {}), ("elman", {})]:
         k_init, k_b, key = jax.random.split(key, 3)

@@ -219,6 +219,45 @@ def test_live_torch():
         np.testing.assert_allclose(again, ys, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_matches_torch(bias):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(2)
+    module = torch.nn.Linear(5, 3, bias=bias)
+    xs = torch.randn(2, 4, 5)
+    with torch.no_grad():
+        theirs = module(xs).numpy()
+
+    head = from_torch(module)  # the module itself
+    assert isinstance(head, recurrax.DenseParams)
+    ours = recurrax.dense(head, jnp.asarray(xs.numpy()))
+    np.testing.assert_allclose(np.asarray(ours), theirs, atol=1e-6, rtol=0)
+    listed = from_torch(module.state_dict(), "Linear", bias=bias)
+    assert [np.asarray(x).tobytes() for x in jax.tree.leaves(listed)] == [
+        np.asarray(x).tobytes() for x in jax.tree.leaves(head)
+    ]
+    # exported into a fresh module, torch computes the same outputs; the arrays are the same bits
+    exported = to_torch(head, bias=bias)
+    assert_bit_identical(exported, {k: v.numpy() for k, v in module.state_dict().items()})
+    clone = torch.nn.Linear(5, 3, bias=bias)
+    clone.load_state_dict(to_torch(head, bias=bias, tensors=True))
+    with torch.no_grad():
+        np.testing.assert_array_equal(clone(xs).numpy(), theirs)
+
+
+def test_linear_bad_input():
+    sd = {"weight": np.zeros((3, 5), np.float32), "bias": np.zeros(4, np.float32)}
+    with pytest.raises(ValueError, match=r"'bias'.*shape \(4,\), expected shape \(3,\)"):
+        from_torch(sd, "Linear")
+    with pytest.raises(ValueError, match="Unexpected key 'bias'.*bias=False"):
+        from_torch(sd, "Linear", bias=False)
+    with pytest.raises(ValueError, match=r"Missing key 'bias' \(expected shape \(3,\)\)"):
+        from_torch({"weight": sd["weight"]}, "nn.Linear")
+    head = recurrax.init_dense(jax.random.key(0), 5, 3)._replace(b=jnp.ones(3))
+    with pytest.raises(ValueError, match="nonzero biases"):
+        to_torch(head, bias=False)
+
+
 def test_import_needs_no_torch_keras_or_equinox():
     # Block the three libraries in a fresh interpreter: conversion from arrays still works.
     code = (

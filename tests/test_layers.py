@@ -231,6 +231,17 @@ def test_embed_is_a_table_lookup(key):
     assert params.table.shape == (V, 3)
 
 
+def test_embed_under_jit_with_ids_closed_over(key):
+    """Constant ids inside ``jit`` are checked on the host, not traced (was ConcretizationTypeError)."""
+    params = recurrax.init_embedding(key, V, 3)
+    ids = jnp.array([[0, 4, 2], [1, 1, 3]])
+    np.testing.assert_array_equal(np.asarray(jax.jit(lambda p: recurrax.embed(p, ids))(params)),
+                                  np.asarray(params.table)[np.asarray(ids)])
+    bad = ids + 1
+    with pytest.raises(ValueError, match=r"Expected token ids in \[0, 5\) .*got ids in \[1, 5\]"):
+        jax.jit(lambda p: recurrax.embed(p, bad))(params)
+
+
 def test_one_hot(key):
     ids = np.array([[2, 0], [4, 4]])
     np.testing.assert_array_equal(np.asarray(recurrax.one_hot(jnp.asarray(ids), V)), np.eye(V)[ids])

@@ -1,10 +1,13 @@
 """Encoder–decoder: teacher forcing against a Python loop, padding invariance, attention, decoding."""
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import recurrax
 from recurrax import decoding, seq2seq
 from recurrax.vocab import EOS_ID, PAD_ID, SOS_ID
 
@@ -134,3 +137,67 @@ def test_bad_input():
         seq2seq.translate(params, source, source_lengths, max_length=4, strategy="nucleus")
     with pytest.raises(ValueError, match="beam_width to be an integer >= 1"):
         seq2seq.translate(params, source, source_lengths, max_length=4, strategy="beam", beam_width=0)
+
+
+def test_loss_under_jit_with_closed_over_lengths():
+    # Lengths closed over by a jitted function are constants, not tracers: the empty-source
+    # check must still read them on the host (it raised ConcretizationTypeError).
+    params = _model("bidirectional-gru-additive")
+    source, source_lengths, target, target_lengths = _batch()
+    eager = seq2seq.loss(params, source, source_lengths, target, target_lengths)
+    for lengths in (source_lengths, np.asarray(source_lengths)):  # a jax.Array or a NumPy constant
+        closed = jax.jit(lambda p, s, t: seq2seq.loss(p, s, lengths, t, target_lengths))
+        np.testing.assert_allclose(closed(params, source, target), eager, rtol=1e-6)
+    as_arguments = jax.jit(seq2seq.loss)(params, source, source_lengths, target, target_lengths)
+    np.testing.assert_allclose(as_arguments, eager, rtol=1e-6)
+    empty = source_lengths.at[1].set(0)
+    with pytest.raises(ValueError, match="empty source"):  # a constant is still checked at once
+        jax.jit(lambda p, s: seq2seq.loss(p, s, empty, target, target_lengths))(params, source)
+
+
+def test_float64_model_is_float64_throughout():
+    with jax.enable_x64(True):
+        config = {"encoder_sizes": (10,), **CONFIGS["bidirectional-gru-additive"]}
+        params = seq2seq.init_seq2seq(jax.random.key(0), SV, TV, embed_size=5, dtype=jnp.float64,
+                                      **config)
+        dtypes = {str(leaf.dtype) for leaf in jax.tree.leaves(params)}
+        assert dtypes == {"float64"}
+        source, source_lengths, target, target_lengths = _batch()
+        loss = seq2seq.loss(params, source, source_lengths, target, target_lengths)
+        assert loss.dtype == jnp.float64
+        # ... and the same model in float32 gives the same loss, to float32 rounding
+        narrow = jax.tree.map(lambda leaf: leaf.astype(jnp.float32), params)
+        narrow_loss = seq2seq.loss(narrow, source, source_lengths, target, target_lengths)
+        np.testing.assert_allclose(narrow_loss, loss, rtol=1e-5)
+
+
+def test_cell_options_reach_the_families_init():
+    seen = []
+
+    def init(key, input_size, hidden_size, *, scale, **options):
+        seen.append(scale)
+        params = recurrax.elman.init(key, input_size, hidden_size, **options)
+        return params._replace(w_h=scale * params.w_h)
+
+    elman = recurrax.elman
+    scaled = types.SimpleNamespace(
+        name="scaled_elman", init=init, initial_carry=elman.initial_carry, step=elman.step
+    )
+
+    def model(encoder_scale, decoder_scale):
+        return seq2seq.init_seq2seq(jax.random.key(0), SV, TV, embed_size=5, encoder_sizes=(6,),
+                                    decoder_sizes=(6,), encoder_cell=scaled, decoder_cell=scaled,
+                                    encoder_cell_kwargs={"scale": encoder_scale},
+                                    decoder_cell_kwargs={"scale": decoder_scale})
+
+    plain, scaled_params = model(1.0, 1.0), model(0.5, 2.0)
+    assert seen == [1.0, 1.0, 0.5, 2.0]
+    for part, scale in (("encoder", 0.5), ("decoder", 2.0)):
+        w_h = getattr(scaled_params, part).layers[0].cell.w_h
+        np.testing.assert_array_equal(w_h, scale * getattr(plain, part).layers[0].cell.w_h)
+    # a built-in family's option, per layer
+    lstm = seq2seq.init_seq2seq(jax.random.key(0), SV, TV, decoder_sizes=(4, 4),
+                                decoder_cell_kwargs=[{"forget_bias": 3.0}, {"peephole": True}])
+    np.testing.assert_array_equal(lstm.decoder.layers[0].cell.b.reshape(4, 4)[1], 3.0)
+    assert lstm.decoder.layers[0].cell.w_peep is None
+    assert lstm.decoder.layers[1].cell.w_peep.shape == (3, 4)

@@ -46,9 +46,11 @@ progress rule, warm-started from the last solution times 0.95, optionally precon
 Martens' diagonal ``(diag(mean_i ∇f_i²) + λ)^0.75`` (per-example gradients ``∇f_i`` on the
 gradient batch). Params are any pytree of float arrays (float32 or float64).
 
-The model is differentiated in forward mode (``J v``): call recurrax layers with
-``fused_backward=False`` inside ``model_fn`` (their fused backward pass is a ``custom_vjp``,
-which forward mode cannot enter; ``HessianFree`` says so in a ``ValueError``).
+The model is differentiated in forward mode (``J v``). ``HessianFree`` linearises ``model_fn``
+inside ``recurrax.forward_mode()``, so recurrax layers at their defaults take the path forward
+mode can enter (the scan with plain autodiff, not the oneDNN kernel or the fused backward pass,
+whose gradients are ``custom_vjp`` rules); a ``custom_vjp`` of the user's own, or a layer given
+``kernel="onednn"`` or ``fused_backward=True``, gets a ``ValueError`` that says so.
 
 >>> import recurrax
 >>> k1, k2, k3 = jax.random.split(jax.random.key(0), 3)

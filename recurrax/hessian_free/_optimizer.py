@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from recurrax._layers import forward_mode as layers_in_forward_mode
 from recurrax._training import TrainState
 from recurrax.hessian_free._cg import _add, _dot, _scale, conjugate_gradient
 from recurrax.hessian_free._losses import HIDDEN_LOSSES, LOSSES, _choice
@@ -53,7 +54,8 @@ def _forward_mode():
             raise
         raise ValueError(
             "Expected model_fn to be differentiable in forward mode (G v = Jᵀ H J v needs J v), got "
-            "a custom_vjp function inside it: call recurrax layers with fused_backward=False."
+            "a custom_vjp function inside it (recurrax layers at their defaults take a path forward mode "
+            "can enter: drop kernel='onednn' or fused_backward=True)."
         ) from error
 
 
@@ -206,7 +208,7 @@ class HessianFree:
             outputs, hiddens = self._forward(p, inputs, with_hiddens)
             return (outputs, hiddens) if with_hiddens else outputs
 
-        with _forward_mode():
+        with _forward_mode(), layers_in_forward_mode():  # recurrax layers: the path J v can enter
             primal, jvp = jax.linearize(outputs_of, params)
         transpose = jax.linear_transpose(jvp, params)
         outputs, hiddens = primal if with_hiddens else (primal, None)

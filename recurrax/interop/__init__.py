@@ -14,6 +14,11 @@ JAX only: no import needs the other library installed (``to_torch(tensors=True)`
   (their LSTM carry is ``(c, h)``, recurrax's is ``LSTMCarry(h, c)``).
 - ``equinox``: ``eqx.nn.LSTMCell`` and ``eqx.nn.GRUCell`` modules.
 
+Dense output heads convert through the same functions: ``torch.nn.Linear``,
+``keras.layers.Dense``, ``flax.linen.Dense`` and ``equinox.nn.Linear`` (the module, or its
+weights with the kind ``"Linear"`` / ``"Dense"``) give a ``DenseParams`` for ``recurrax.dense``,
+and ``to_*`` exports a ``DenseParams`` back.
+
 >>> import jax, recurrax
 >>> from recurrax import interop
 >>> params = recurrax.init_rnn(jax.random.key(0), "lstm", 3, 4)

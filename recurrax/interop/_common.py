@@ -1,4 +1,4 @@
-"""What every converter shares: arrays in and out, key and shape checks, layers by family.
+"""What every converter shares: arrays in and out, key and shape checks, layers by family, heads.
 
 Conversions run eagerly in NumPy (they are one-off, not traced): arrays are copied, transposed
 and concatenated, never recomputed, so an export followed by an import gives back the same bits.
@@ -14,7 +14,7 @@ import numpy as np
 
 from recurrax import cells
 from recurrax._activations import Activation
-from recurrax._layers import BidirectionalParams, RNNParams, StackParams
+from recurrax._layers import BidirectionalParams, DenseParams, RNNParams, StackParams
 from recurrax.cells.elman import ElmanCarry, ElmanParams
 from recurrax.cells.gru import GRUCarry, GRUParams
 from recurrax.cells.lstm import LSTMCarry, LSTMParams
@@ -105,6 +105,32 @@ def elman_layer(w_x, w_h, b, activation: str) -> RNNParams:
             w_x=to_jax(w_x), w_h=to_jax(w_h), b=to_jax(b), activation=Activation(activation)
         ),
     )
+
+
+def dense_layer(kernel: np.ndarray, bias: np.ndarray | None) -> DenseParams:
+    """A dense head from a kernel ``(in, out)`` (recurrax's layout) and a bias ``(out,)``
+    (zeros of the kernel's dtype when the layer has none)."""
+    if bias is None:
+        bias = np.zeros(kernel.shape[1], kernel.dtype)
+    return DenseParams(w=to_jax(kernel), b=to_jax(bias))
+
+
+def dense_arrays(params: DenseParams, flag: str, use_bias: bool) -> tuple[np.ndarray, Any]:
+    """A head's kernel ``(in, out)`` and bias as NumPy; the bias is ``None`` with ``use_bias``
+    false (named ``flag`` in the message), which needs it to be zero."""
+    kernel, bias = np.asarray(params.w), np.asarray(params.b)
+    if kernel.ndim != 2 or bias.shape != kernel.shape[1:]:
+        raise ValueError(
+            f"Expected DenseParams with w (in_features, out_features) and b (out_features,), got "
+            f"w of shape {kernel.shape} and b of shape {bias.shape}."
+        )
+    if use_bias:
+        return kernel, bias
+    if np.any(bias != 0):
+        raise ValueError(
+            f"{flag}=False, but the head has nonzero biases; export with {flag}=True."
+        )
+    return kernel, None
 
 
 def describe(params: Any, library: str, *, allowed=("lstm", "gru", "elman")) -> tuple[str, Any]:

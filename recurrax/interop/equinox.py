@@ -1,11 +1,12 @@
-"""Equinox ``eqx.nn.LSTMCell`` and ``eqx.nn.GRUCell``, to and from recurrax.
+"""Equinox ``eqx.nn.LSTMCell``, ``eqx.nn.GRUCell`` and ``eqx.nn.Linear``, to and from recurrax.
 
 Equinox stores ``weight_ih`` ``(G·H, D)`` and applies ``W x`` (recurrax: ``(D, G·H)``, ``x @ w``),
 so weights are transposed; gate orders agree (LSTM i, f, g, o; GRU r, z, n). The LSTM has one
 ``bias`` ``(4H,)``; the GRU has ``bias`` ``(3H,)`` (input side, r and z recurrent biases folded
 in) and ``bias_n`` ``(H,)``, exactly recurrax's reset-after ``b`` and ``b_hn``, with the same
 update ``h' = (1 − z) ⊙ n + z ⊙ h``. ``use_bias=False`` imports as zero biases. Nothing is
-summed, so conversions are exact both ways.
+summed, so conversions are exact both ways. ``Linear`` (``weight`` ``(out, in)``, ``bias``) is a
+dense head, ``DenseParams(w=weight.T, b=bias)``, for ``recurrax.dense``.
 
 Carries: Equinox's LSTM state is ``(h, c)``, the order of recurrax's ``LSTMCarry(h, c)`` (flax.linen
 uses ``(c, h)``); the GRU state is ``h``. Importing reads the module's attributes, so it needs
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from recurrax._layers import RNNParams
+from recurrax._layers import DenseParams, RNNParams
 from recurrax.interop import _common as c
 
 __all__ = ["carry_from_equinox", "carry_to_equinox", "from_equinox", "to_equinox"]
@@ -35,12 +36,32 @@ __all__ = ["carry_from_equinox", "carry_to_equinox", "from_equinox", "to_equinox
 _FAMILY = {"LSTMCell": "lstm", "GRUCell": "gru"}
 
 
-def from_equinox(cell: Any) -> RNNParams:
-    """Convert an ``eqx.nn.LSTMCell`` or ``eqx.nn.GRUCell`` to a recurrax layer (``RNNParams``).
+def _from_linear(linear: Any) -> DenseParams:
+    source = "eqx.nn.Linear"
+    for name in ("in_features", "out_features"):
+        if getattr(linear, name, None) == "scalar":
+            raise ValueError(
+                f"Expected an Equinox Linear with integer in_features and out_features, got "
+                f"{name}='scalar': recurrax.dense maps feature axes; use a size of 1 instead."
+            )
+    weight = c.require_2d(
+        getattr(linear, "weight", None), "weight", "(out_features, in_features)", source
+    )
+    fields, expected = {"weight": weight}, {"weight": weight.shape}
+    bias = getattr(linear, "bias", None)
+    if bias is not None:
+        fields["bias"], expected["bias"] = c.as_numpy(bias), weight.shape[:1]
+    c.check_entries(fields, expected, source)
+    return c.dense_layer(weight.T, fields.get("bias"))
+
+
+def from_equinox(cell: Any) -> RNNParams | DenseParams:
+    """Convert an ``eqx.nn.LSTMCell`` or ``eqx.nn.GRUCell`` to a recurrax layer (``RNNParams``),
+    or an ``eqx.nn.Linear`` to a ``DenseParams`` head.
 
     Raises:
-      ValueError: another module type, or arrays of inconsistent shapes (naming the field and
-        the expected shape).
+      ValueError: another module type, arrays of inconsistent shapes (naming the field and
+        the expected shape), or a ``Linear`` with ``"scalar"`` features.
 
     >>> from types import SimpleNamespace
     >>> import numpy as np
@@ -50,8 +71,10 @@ def from_equinox(cell: Any) -> RNNParams:
     (16,)
     """
     kind = type(cell).__name__
+    if kind == "Linear":
+        return _from_linear(cell)
     if kind not in _FAMILY:
-        raise ValueError(f"Expected an Equinox LSTMCell or GRUCell, got {kind}.")
+        raise ValueError(f"Expected an Equinox LSTMCell, GRUCell or Linear, got {kind}.")
     family = _FAMILY[kind]
     gates = c.GATES[family]
     source = f"eqx.nn.{kind}"
@@ -87,10 +110,11 @@ def from_equinox(cell: Any) -> RNNParams:
     return c.gru_layer(w_ih.T, w_hh.T, b, fields.get("bias_n", zeros[:hidden]))
 
 
-def to_equinox(params: RNNParams, *, use_bias: bool = True) -> Any:
-    """Export a recurrax ``lstm`` or reset-after ``gru`` layer as an Equinox cell (imports equinox).
+def to_equinox(params: RNNParams | DenseParams, *, use_bias: bool = True) -> Any:
+    """Export a recurrax ``lstm`` or reset-after ``gru`` layer as an Equinox cell, or a
+    ``DenseParams`` head as an ``eqx.nn.Linear`` (imports equinox).
 
-    ``use_bias=False`` gives a cell without biases (the layer's biases must be zero).
+    ``use_bias=False`` gives a module without biases (the biases must be zero).
 
     >>> import jax, recurrax
     >>> params = recurrax.init_rnn(jax.random.key(0), "lstm", 3, 4)
@@ -100,6 +124,13 @@ def to_equinox(params: RNNParams, *, use_bias: bool = True) -> Any:
     import equinox as eqx
     import jax
 
+    if isinstance(params, DenseParams):
+        kernel, bias = c.dense_arrays(params, "use_bias", use_bias)
+        # The key only fills placeholders that are replaced below.
+        linear = eqx.nn.Linear(*kernel.shape, use_bias=use_bias, dtype=kernel.dtype,
+                               key=jax.random.key(0))
+        linear = eqx.tree_at(lambda m: m.weight, linear, c.to_jax(kernel.T))
+        return linear if bias is None else eqx.tree_at(lambda m: m.bias, linear, c.to_jax(bias))
     family, cell = c.describe(params, "Equinox", allowed=("lstm", "gru"))
     arrays = c.numpy_cell(cell)
     w_x, w_h, b = arrays["w_x"], arrays["w_h"], arrays["b"]

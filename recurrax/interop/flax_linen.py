@@ -1,4 +1,4 @@
-"""flax.linen ``LSTMCell``, ``OptimizedLSTMCell``, ``GRUCell`` and ``SimpleCell``, to and from recurrax.
+"""flax.linen ``LSTMCell``, ``OptimizedLSTMCell``, ``GRUCell``, ``SimpleCell`` and ``Dense``.
 
 Works on a cell's param dict (``variables["params"]["cell"]`` for an ``nn.RNN(cell)``; the
 ``{"params": {"cell": ...}}`` wrapping is removed if present). flax.linen keeps one ``Dense``
@@ -10,6 +10,8 @@ per gate, kernels ``(in, out)`` like recurrax; the converters concatenate / spli
   (kernel and bias: recurrax's ``b_hn``). Update ``h' = (1 − z) ⊙ n + z ⊙ h``, as recurrax's
   reset-after GRU. Exact both ways: no biases are summed.
 - ``SimpleCell``: ``i`` (kernel, bias) and ``h`` (kernel); ``residual=True`` has no equivalent.
+- ``Dense``: ``kernel`` ``(in, out)`` and ``bias``, a ``DenseParams`` head for ``recurrax.dense``
+  (``use_bias=False`` imports a zero ``b``).
 
 **Carry order.** flax.linen's LSTM carry is ``(c, h)``; recurrax's is ``LSTMCarry(h, c)``:
 ``carry_from_flax_linen`` / ``carry_to_flax_linen`` swap them. GRU and simple carries are ``h``.
@@ -27,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from recurrax._layers import RNNParams
+from recurrax._layers import DenseParams, RNNParams
 from recurrax.interop import _common as c
 
 __all__ = ["carry_from_flax_linen", "carry_to_flax_linen", "from_flax_linen", "to_flax_linen"]
@@ -100,14 +102,28 @@ def _cell_kind(cell: Any, activation: str) -> tuple[str, str]:
     return kind, act
 
 
-def from_flax_linen(params: Any, cell: Any, *, activation: str = "tanh") -> RNNParams:
-    """Convert a flax.linen cell's params to a recurrax layer (``RNNParams``).
+def _from_dense(params: Any, module: Any) -> DenseParams:
+    flat = _flatten(_unwrap(params))
+    source = "flax.linen Dense params"
+    kernel = c.require_2d(flat.get("kernel"), "kernel", "(in_features, features)", source)
+    use_bias = "bias" in flat if isinstance(module, str) else getattr(module, "use_bias", True)
+    expected = {"kernel": kernel.shape}
+    if use_bias:
+        expected["bias"] = kernel.shape[1:]
+    c.check_entries(flat, expected, source)
+    return c.dense_layer(kernel, flat.get("bias"))
+
+
+def from_flax_linen(params: Any, cell: Any, *, activation: str = "tanh") -> RNNParams | DenseParams:
+    """Convert a flax.linen cell's params to a recurrax layer (``RNNParams``), or ``Dense``'s to
+    a ``DenseParams`` head.
 
     Args:
       params: the cell's param dict (``variables["params"]["cell"]`` of ``nn.RNN(cell)``, or
-        the whole ``variables``).
-      cell: ``"LSTMCell"``, ``"OptimizedLSTMCell"``, ``"GRUCell"``, ``"SimpleCell"``, or the
-        flax cell module itself (its activations are then checked).
+        the whole ``variables``); a ``Dense``'s ``variables`` or ``variables["params"]``.
+      cell: ``"LSTMCell"``, ``"OptimizedLSTMCell"``, ``"GRUCell"``, ``"SimpleCell"``, ``"Dense"``,
+        or the flax module itself (a cell's activations are then checked, a ``Dense``'s
+        ``use_bias`` read; with the name ``"Dense"`` a missing ``bias`` means ``use_bias=False``).
       activation: ``SimpleCell``'s ``activation_fn`` (``"tanh"`` or ``"relu"``) when ``cell``
         is a name.
 
@@ -120,7 +136,11 @@ def from_flax_linen(params: Any, cell: Any, *, activation: str = "tanh") -> RNNP
     ...      "h": {"kernel": np.eye(4, dtype=np.float32)}}
     >>> from_flax_linen(p, "SimpleCell").cell.w_x.shape
     (3, 4)
+    >>> from_flax_linen(p["i"], "Dense").w.shape
+    (3, 4)
     """
+    if (cell if isinstance(cell, str) else type(cell).__name__) == "Dense":
+        return _from_dense(params, cell)
     kind, activation = _cell_kind(cell, activation)
     flat = _flatten(_unwrap(params))
     source = f"flax.linen {kind} params"
@@ -148,19 +168,27 @@ def from_flax_linen(params: Any, cell: Any, *, activation: str = "tanh") -> RNNP
     return c.elman_layer(flat["i/kernel"], flat["h/kernel"], flat["i/bias"], activation)
 
 
-def to_flax_linen(params: RNNParams, cell: str | None = None) -> dict:
+def to_flax_linen(
+    params: RNNParams | DenseParams, cell: str | None = None, *, use_bias: bool = True
+) -> dict:
     """Export a recurrax layer as a flax.linen cell's param dict (JAX arrays).
 
     ``lstm`` → ``LSTMCell`` / ``OptimizedLSTMCell`` (same params), ``gru`` (reset-after) →
     ``GRUCell``, ``elman`` → ``SimpleCell``. For ``nn.RNN(cell)`` use
     ``{"params": {"cell": to_flax_linen(params)}}``. ``cell`` optionally names the target to
-    check it matches.
+    check it matches. A ``DenseParams`` head → ``Dense``'s ``{"kernel", "bias"}`` (no ``bias``
+    with ``use_bias=False``, for ``Dense(use_bias=False)``; the head's bias must then be zero).
 
     >>> import jax, recurrax
     >>> params = recurrax.init_rnn(jax.random.key(0), "lstm", 3, 4)
     >>> to_flax_linen(params)["hf"]["bias"].shape
     (4,)
     """
+    if isinstance(params, DenseParams):
+        if cell not in (None, "Dense"):
+            raise ValueError(f"A recurrax dense head converts to flax.linen 'Dense', not {cell!r}.")
+        kernel, bias = c.dense_arrays(params, "use_bias", use_bias)
+        return {"kernel": c.to_jax(kernel), **({} if bias is None else {"bias": c.to_jax(bias)})}
     family, cell_params = c.describe(params, "flax.linen")
     if cell is not None and _FAMILY.get(cell) != family:
         raise ValueError(f"A recurrax {family!r} layer does not convert to flax.linen {cell!r}.")

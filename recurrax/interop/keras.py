@@ -1,4 +1,4 @@
-"""Keras 3 ``LSTM``, ``GRU``, ``SimpleRNN`` and ``Bidirectional``, to and from recurrax.
+"""Keras 3 ``LSTM``, ``GRU``, ``SimpleRNN``, ``Bidirectional`` and ``Dense``, to and from recurrax.
 
 Works on ``layer.get_weights()`` lists (NumPy arrays; keras is never imported): ``kernel``
 ``(D, G·H)``, ``recurrent_kernel`` ``(H, G·H)`` and, with ``use_bias``, ``bias``. Keras stores
@@ -17,10 +17,15 @@ kernels ``(in, out)`` like recurrax, so only gate blocks move:
 - ``SimpleRNN``: an Elman layer (``activation`` ``"tanh"`` or ``"relu"``).
 - ``Bidirectional``: the forward layer's weights then the backward layer's; a
   ``BidirectionalParams`` with ``merge_mode`` ``concat``/``sum``/``ave`` as ``concat``/``sum``/``mean``.
+- ``Dense``: ``kernel`` ``(in, out)`` and ``bias``, a ``DenseParams`` head for ``recurrax.dense``
+  (``activation=None`` only; ``use_bias=False`` imports a zero ``b``).
 
 Keras's padded batches use a ``mask`` (``Masking`` or ``mask=``); recurrax's ``lengths`` give the
 same valid outputs and final states (Keras repeats the last output at masked steps, recurrax
 writes zeros). Only Keras's default activations (``tanh``, recurrent ``sigmoid``) convert.
+A layer with ``go_backwards=True`` is refused (params hold no direction): convert its
+``get_weights()`` and run ``recurrax.rnn(..., reverse=True)``; Keras's outputs are those flipped
+in time (``jnp.flip(ys, axis=-2)``), its final states the final carry.
 
 >>> import numpy as np
 >>> from recurrax.interop import from_keras, to_keras
@@ -38,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from recurrax._layers import BidirectionalParams, Merge, RNNParams
+from recurrax._layers import BidirectionalParams, DenseParams, Merge, RNNParams
 from recurrax.interop import _common as c
 
 __all__ = ["carry_from_keras", "carry_to_keras", "from_keras", "to_keras"]
@@ -67,6 +72,10 @@ def _from_layer(layer: Any) -> dict:
     """Options read off a Keras layer object."""
     kind = type(layer).__name__
     options: dict[str, Any] = {"bidirectional": kind == "Bidirectional"}
+    if kind == "Dense":
+        config = layer.get_config()
+        return dict(options, kind=kind, use_bias=config.get("use_bias", True),
+                    activation=config.get("activation", "linear"))
     if kind == "Bidirectional":
         merge = layer.merge_mode
         if merge not in _MERGE:
@@ -92,7 +101,33 @@ def _from_layer(layer: Any) -> dict:
     )
     if kind == "GRU":
         options["reset_after"] = config.get("reset_after", True)
+    if config.get("go_backwards", False):
+        _refuse_go_backwards(options)
     return options
+
+
+def _refuse_go_backwards(options: dict) -> None:
+    """``go_backwards=True`` is how a layer runs, not weights: params alone would run forwards."""
+    kind = options["kind"]
+    if options["bidirectional"]:
+        raise ValueError(
+            f"Expected a Keras Bidirectional({kind}) whose forward layer runs forwards and "
+            "backward layer backwards, as Bidirectional(layer) builds them; got a forward layer "
+            "with go_backwards=True, which has no recurrax equivalent."
+        )
+    call = [repr(kind)] + [
+        f"{name}={options[name]!r}"
+        for name, default in (("use_bias", True), ("reset_after", True), ("activation", "tanh"))
+        if options.get(name, default) != default
+    ]
+    raise ValueError(
+        f"Expected a Keras {kind} with go_backwards=False, got go_backwards=True: recurrax params "
+        "hold no direction, so the converted layer would run forwards. Convert the weights alone, "
+        f"params = from_keras(layer.get_weights(), {', '.join(call)}), and run "
+        "recurrax.rnn(params, xs, reverse=True): its final carry is Keras's final state, and "
+        "its outputs flipped in time, jnp.flip(ys, axis=-2), are Keras's outputs (last input "
+        "step first; with a mask, Keras's padded steps come first)."
+    )
 
 
 def _shapes(
@@ -137,6 +172,28 @@ def _import_direction(
     )
 
 
+def _import_dense(weights: Any, use_bias: bool, activation: Any) -> DenseParams:
+    if activation not in ("linear", None):
+        raise ValueError(
+            f"Keras Dense with activation={activation!r} has no recurrax equivalent "
+            "(recurrax.dense is affine); expected 'linear' (activation=None): apply the "
+            "activation to recurrax.dense's output."
+        )
+    arrays = [c.as_numpy(w) for w in weights]
+    source = "Keras Dense weights"
+    if len(arrays) != (2 if use_bias else 1):
+        raise ValueError(
+            f"Expected {2 if use_bias else 1} arrays in the {source} (kernel"
+            f"{', bias' if use_bias else ''}; use_bias={use_bias}), got {len(arrays)}."
+        )
+    kernel = c.require_2d(arrays[0], "weights[0] (kernel)", "(input_dim, units)", source)
+    expected = {"weights[0] (kernel)": kernel.shape}
+    if use_bias:
+        expected["weights[1] (bias)"] = kernel.shape[1:]
+    c.check_entries(dict(zip(expected, arrays)), expected, source)
+    return c.dense_layer(kernel, arrays[1] if use_bias else None)
+
+
 def from_keras(
     weights: Any,
     kind: str | None = None,
@@ -145,30 +202,35 @@ def from_keras(
     merge_mode: str = "concat",
     use_bias: bool = True,
     reset_after: bool = True,
-    activation: str = "tanh",
+    activation: str | None = None,
 ):
-    """Convert a Keras 3 recurrent layer's weights to recurrax params.
+    """Convert a Keras 3 recurrent layer's (or ``Dense`` layer's) weights to recurrax params.
 
     Args:
       weights: ``layer.get_weights()``, or the Keras layer itself (its configuration then
         overrides the options below; a ``Bidirectional`` layer gives ``bidirectional=True``).
-      kind: ``"LSTM"``, ``"GRU"`` or ``"SimpleRNN"`` (the wrapped layer's class for
-        ``Bidirectional``).
+      kind: ``"LSTM"``, ``"GRU"``, ``"SimpleRNN"`` (the wrapped layer's class for
+        ``Bidirectional``) or ``"Dense"``.
       bidirectional, merge_mode: the weights are a ``Bidirectional`` wrapper's (forward then
         backward), merged with ``merge_mode`` ``"concat"``, ``"sum"`` or ``"ave"``.
-      use_bias, reset_after, activation: the layer's constructor arguments (Keras's defaults).
+      use_bias, reset_after, activation: the layer's constructor arguments (Keras's defaults;
+        ``activation=None`` is ``"tanh"``, or ``"linear"`` for ``Dense``).
 
     Returns:
-      ``RNNParams``, or ``BidirectionalParams`` when ``bidirectional``.
+      ``RNNParams``, or ``BidirectionalParams`` when ``bidirectional``; ``DenseParams`` for
+      ``Dense``.
 
     Raises:
       ValueError: a wrong number of arrays or a wrong shape (naming the array and the expected
-        shape), or a configuration recurrax cannot express (activations, ``merge_mode="mul"``).
+        shape), or a configuration recurrax cannot express (activations, ``merge_mode="mul"``,
+        a layer with ``go_backwards=True``).
 
     >>> import numpy as np
     >>> w = [np.zeros((3, 4), np.float32), np.eye(4, dtype=np.float32), np.zeros(4, np.float32)]
     >>> from_keras(w + w, "SimpleRNN", bidirectional=True, merge_mode="sum").merge.name
     'sum'
+    >>> from_keras([np.ones((3, 2), np.float32), np.zeros(2, np.float32)], "Dense").b.shape
+    (2,)
     """
     if hasattr(weights, "get_weights"):
         options = _from_layer(weights)
@@ -177,8 +239,15 @@ def from_keras(
         merge_mode = options.get("merge_mode", merge_mode)
         reset_after, activation = options.get("reset_after", reset_after), options["activation"]
         weights = weights.get_weights()
+    if kind == "Dense" and not bidirectional:
+        return _import_dense(weights, use_bias, activation)
     if kind not in _FAMILY:
-        raise ValueError(f"Expected the Keras layer kind in {list(_FAMILY)}, got {kind!r}.")
+        raise ValueError(
+            f"Expected the Keras layer kind in {list(_FAMILY) + ['Dense']}, got {kind!r}"
+            f"{' (a Bidirectional wrapper holds a recurrent layer)' if bidirectional else ''}."
+        )
+    if activation is None:
+        activation = "tanh"
     _check_config({"activation": activation}, kind)
     if bidirectional and merge_mode not in _MERGE:
         raise ValueError(
@@ -260,13 +329,17 @@ def to_keras(params: Any, *, use_bias: bool = True) -> list[np.ndarray]:
     An ``RNNParams`` of ``lstm`` → ``LSTM``, ``gru`` → ``GRU`` (``reset_after`` is
     ``params.cell.b_hn is not None``), ``elman`` → ``SimpleRNN``; a ``BidirectionalParams`` →
     ``Bidirectional`` (forward weights then backward; build it with the matching
-    ``merge_mode``: concat → ``"concat"``, sum → ``"sum"``, mean → ``"ave"``).
+    ``merge_mode``: concat → ``"concat"``, sum → ``"sum"``, mean → ``"ave"``); a ``DenseParams``
+    → ``Dense`` (``[kernel, bias]``, or ``[kernel]`` with ``use_bias=False``).
 
     >>> import jax, recurrax
     >>> params = recurrax.init_bidirectional(jax.random.key(0), "lstm", 3, 4)
     >>> [w.shape for w in to_keras(params)][:3]
     [(3, 16), (4, 16), (16,)]
     """
+    if isinstance(params, DenseParams):
+        kernel, bias = c.dense_arrays(params, "use_bias", use_bias)
+        return [np.array(kernel)] + ([] if bias is None else [np.array(bias)])
     if isinstance(params, BidirectionalParams):
         if params.merge.name not in _MERGE_BACK:
             raise ValueError(f"Keras has no merge_mode for merge={params.merge.name!r}.")

@@ -1,4 +1,4 @@
-"""PyTorch ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` and their ``*Cell`` classes, to and from recurrax.
+"""PyTorch ``nn.RNN`` / ``LSTM`` / ``GRU``, their ``*Cell`` classes and ``nn.Linear``, both ways.
 
 Works on ``state_dict``s of NumPy arrays or tensors: importing never imports torch.
 
@@ -19,6 +19,9 @@ all of ``b`` in ``bias_ih`` and zeros in ``bias_hh`` (except the GRU's n block, 
 
 ``proj_size > 0`` (LSTM projections) has no recurrax equivalent and raises a ``ValueError``.
 
+``nn.Linear`` (``weight`` ``(out, in)``, ``bias``) is a dense head for ``recurrax.dense``,
+``DenseParams(w=weight.T, b=bias)`` (``bias=False`` imports a zero ``b``).
+
 >>> import numpy as np
 >>> from recurrax.interop import from_torch, to_torch
 >>> rng = np.random.default_rng(0)
@@ -38,14 +41,14 @@ from typing import Any
 
 import numpy as np
 
-from recurrax._layers import BidirectionalParams, Merge, RNNParams, StackParams
+from recurrax._layers import BidirectionalParams, DenseParams, Merge, RNNParams, StackParams
 from recurrax.interop import _common as c
 
 __all__ = ["carry_from_torch", "carry_to_torch", "from_torch", "to_torch"]
 
 _FAMILY = {"RNN": "elman", "LSTM": "lstm", "GRU": "gru"}
 _KIND = {"elman": "RNN", "lstm": "LSTM", "gru": "GRU"}
-_KINDS = ("RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell")
+_KINDS = ("RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "Linear")
 _PROJ = (
     "proj_size > 0 (an LSTM with projections, PyTorch's weight_hr_l* keys) has no recurrax "
     "equivalent: recurrax's LSTM outputs its hidden state h of hidden_size. Use proj_size=0."
@@ -72,6 +75,17 @@ def _cell_params(family: str, w_ih, w_hh, b_ih, b_hh, nonlinearity: str) -> RNNP
     return c.elman_layer(w_x, w_h, c.fold(b_ih, b_hh), nonlinearity)
 
 
+def _from_linear(sd: dict, bias: bool) -> DenseParams:
+    source = "nn.Linear state_dict"
+    weight = c.require_2d(sd.get("weight"), "weight", "(out_features, in_features)", source)
+    expected = {"weight": weight.shape}
+    if bias:
+        expected["bias"] = weight.shape[:1]
+    hint = "" if ("bias" in sd) == bias else f" Check bias={bias} (the module's setting)."
+    c.check_entries(sd, expected, source, hint)
+    return c.dense_layer(weight.T, sd.get("bias"))
+
+
 def from_torch(
     state_dict: Any,
     kind: str | None = None,
@@ -82,18 +96,20 @@ def from_torch(
     nonlinearity: str = "tanh",
     proj_size: int = 0,
 ):
-    """Convert a PyTorch recurrent module's ``state_dict`` to recurrax params.
+    """Convert a PyTorch recurrent module's (or ``nn.Linear``'s) ``state_dict`` to recurrax params.
 
     Args:
       state_dict: a mapping of key to NumPy array or tensor (torch is not needed for arrays),
         or a torch module itself, whose configuration then overrides the options below.
-      kind: ``"RNN"``, ``"LSTM"``, ``"GRU"``, ``"RNNCell"``, ``"LSTMCell"`` or ``"GRUCell"``.
+      kind: ``"RNN"``, ``"LSTM"``, ``"GRU"``, ``"RNNCell"``, ``"LSTMCell"``, ``"GRUCell"`` or
+        ``"Linear"``.
       num_layers, bidirectional, bias, nonlinearity, proj_size: the module's constructor
         arguments (PyTorch's defaults). The state_dict must hold exactly the keys they imply.
 
     Returns:
       ``StackParams`` for ``RNN``/``LSTM``/``GRU`` (``num_layers`` layers, each an
-      ``RNNParams`` or a concat ``BidirectionalParams``), one ``RNNParams`` for a ``*Cell``.
+      ``RNNParams`` or a concat ``BidirectionalParams``), one ``RNNParams`` for a ``*Cell``,
+      ``DenseParams`` (``w`` ``(in, out)``) for a ``Linear``.
 
     Raises:
       ValueError: a missing or unexpected key (a layer count that does not match shows as one),
@@ -103,13 +119,16 @@ def from_torch(
     >>> sd = {"weight_ih": np.ones((4, 3), np.float32), "weight_hh": np.eye(4, dtype=np.float32)}
     >>> from_torch(sd, "RNNCell", bias=False, nonlinearity="relu").cell.activation.name
     'relu'
+    >>> from_torch({"weight": np.ones((2, 3), np.float32)}, "Linear", bias=False).w.shape
+    (3, 2)
     """
     if hasattr(state_dict, "state_dict") and callable(state_dict.state_dict):  # a torch module
         module = state_dict
         kind = type(module).__name__
         num_layers = getattr(module, "num_layers", 1)
         bidirectional = bool(getattr(module, "bidirectional", False))
-        bias = bool(module.bias)
+        # nn.Linear's bias is a tensor or None; the recurrent modules' is their bool option
+        bias = module.bias is not None if kind == "Linear" else bool(module.bias)
         nonlinearity = getattr(module, "nonlinearity", "tanh")
         proj_size = getattr(module, "proj_size", 0)
         state_dict = module.state_dict()
@@ -118,6 +137,13 @@ def from_torch(
             "Pass the module kind, e.g. from_torch(state_dict, 'LSTM'), or the torch module itself."
         )
     kind = _kind(kind)
+    if kind == "Linear":
+        if num_layers != 1 or bidirectional:
+            raise ValueError(
+                f"nn.Linear has one layer and one direction, got num_layers={num_layers}, "
+                f"bidirectional={bidirectional}."
+            )
+        return _from_linear({str(k): c.as_numpy(v) for k, v in dict(state_dict).items()}, bias)
     is_cell = kind.endswith("Cell")
     family = _FAMILY[kind.removesuffix("Cell")]
     if family == "elman" and nonlinearity not in ("tanh", "relu"):
@@ -237,12 +263,14 @@ def to_torch(params: Any, *, bias: bool = True, tensors: bool = False) -> dict:
     ``StackParams`` become the keys of ``nn.RNN``/``nn.LSTM``/``nn.GRU`` (``*_l{k}`` and
     ``*_l{k}_reverse``); all layers must share the family and hidden size, and be all
     bidirectional (``merge="concat"``) or none. An ``RNNParams`` becomes an ``nn.*Cell``'s keys.
-    Biases follow the module's bias convention (all of ``b`` in ``bias_ih``). Load with
+    Biases follow the module's bias convention (all of ``b`` in ``bias_ih``). A ``DenseParams``
+    head becomes an ``nn.Linear``'s ``weight`` ``(out, in)`` and ``bias``. Load with
     ``module.load_state_dict(to_torch(params, tensors=True))``.
 
     Args:
       params: ``StackParams`` or ``RNNParams`` of ``lstm``, ``gru`` (reset-after) or ``elman``
-        (``tanh``/``relu``) layers, without learned initial states or peepholes.
+        (``tanh``/``relu``) layers, without learned initial states or peepholes, or a
+        ``DenseParams``.
       bias: ``False`` for a module built with ``bias=False`` (the biases must then be zero).
       tensors: return ``torch.Tensor`` values (imports torch) instead of NumPy arrays.
 
@@ -254,7 +282,12 @@ def to_torch(params: Any, *, bias: bool = True, tensors: bool = False) -> dict:
     ((12, 8), (12,))
     """
     out: dict[str, Any] = {}
-    if isinstance(params, RNNParams):
+    if isinstance(params, DenseParams):
+        kernel, b = c.dense_arrays(params, "bias", bias)
+        out["weight"] = np.ascontiguousarray(kernel.T)
+        if b is not None:
+            out["bias"] = np.array(b)
+    elif isinstance(params, RNNParams):
         _, out, _ = _export_cell(params, "", bias, "layer")
     else:
         layers = c.stack_layers(params)
