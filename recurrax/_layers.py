@@ -79,6 +79,20 @@ def _check_rnn_params(params: Any, fn: str) -> None:
         )
 
 
+_PROTOCOL_CHECKED: set = set()  # (family, params' structure, shapes and dtypes) already checked
+
+
+def _check_protocol(params: RNNParams) -> None:
+    """The cell protocol where a layer runs, not only in ``init_rnn``: ``RNNParams`` and
+    ``as_family`` are public, so a layer may be built by hand. On abstract values, once per
+    family and params shapes (``cells.check_family``: the same messages as ``init_rnn``)."""
+    leaves, tree = jax.tree.flatten(params.cell)
+    key = (params.family, tree, tuple((tuple(jnp.shape(leaf)), jnp.result_type(leaf)) for leaf in leaves))
+    if key not in _PROTOCOL_CHECKED:
+        cells.check_family(params.family, params.cell)
+        _PROTOCOL_CHECKED.add(key)
+
+
 def rnn_initial_carry(params: RNNParams, batch_shape: tuple[int, ...] = ()) -> Any:
     """A layer's starting carry for a batch: the learned state broadcast, or the family's own.
 
@@ -93,8 +107,10 @@ def rnn_initial_carry(params: RNNParams, batch_shape: tuple[int, ...] = ()) -> A
     return jax.tree.map(lambda v: jnp.broadcast_to(v, tuple(batch_shape) + jnp.shape(v)), params.initial)
 
 
-# ``rnn`` uses the fused backward pass by default below this hidden size (see ``rnn``).
+# ``rnn`` uses the fused backward pass by default below this hidden size, for every family that
+# splits but these (measured: see ``rnn``).
 FUSED_BACKWARD_BELOW_HIDDEN = 1024
+_PLAIN_AUTODIFF_BY_DEFAULT = (cells.gru.step,)
 
 
 def _batch_shape(xs: jax.Array, time_major: bool) -> tuple[int, ...]:
@@ -143,10 +159,13 @@ def rnn(
     family that declares one) and neither ``remat`` nor ``return_carries`` is asked for;
     ``False`` uses plain autodiff through the scan, which forward-mode differentiation
     (``jax.jvp``, ``jax.jacfwd``) needs. Both give the same values and gradients. The default
-    ``None`` picks the fused pass for ``hidden_size < 1024``: measured on XLA:CPU
-    (``python -m experiments bench``), it was 20% faster at H=256 and no slower at H=64, while at
-    H=1024 the per-step weight products already run near the GEMM rate and the fused pass, which
-    recomputes the gates in its reverse scan, was 2–5% slower for the LSTM.
+    ``None`` picks the fused pass for ``hidden_size < 1024`` except for the GRU: measured on
+    XLA:CPU (``python -m experiments bench``), it was 20% faster at H=256 and no slower at H=64
+    for the LSTM, while at H=1024 the per-step weight products already run near the GEMM rate
+    and the fused pass, which recomputes the gates in its reverse scan, was 2–5% slower; the
+    GRU's fused pass was never faster than plain autodiff (1.00–1.40× its time at B, T, D, H =
+    64, 64, 1, 128 / 16, 1000, 32, 64 / 32, 256, 64, 256; LSTM 0.74–0.96×, Elman 0.82–1.11×,
+    15 interleaved repeats, 2026-12-06), so the GRU's default is plain autodiff.
 
     ``compute_dtype`` (e.g. ``jnp.bfloat16``): mixed precision, every matrix product on operands
     in that dtype accumulated in the params' dtype, the state and gates in the params' dtype (see
@@ -162,11 +181,13 @@ def rnn(
     lengths, mask, reverse and time_major; ``unroll``, ``remat``, ``segment_length``,
     ``fused_backward`` and ``compute_dtype`` belong to the scan and are refused with them.
 
-    ``kernel``: ``"auto"`` (default) runs the layer through oneDNN's fused RNN primitive (forward
-    and backward, ``recurrax.kernels``) when it is built and supports the call, float32 Elman
-    (tanh, relu, sigmoid), LSTM and GRU layers on the CPU, and the scan otherwise (the table in
-    ``recurrax.kernels``); ``"onednn"`` raises a ``ValueError`` with the reason where it cannot
-    run; ``"scan"`` always scans. Both paths give the same values and gradients (to float32
+    ``kernel``: ``"onednn"`` runs the layer through oneDNN's fused RNN primitive, forward and
+    backward (``recurrax.kernels``: float32 Elman with tanh, relu or sigmoid, LSTM and GRU
+    layers on the CPU, where the kernel is built), and raises a ``ValueError`` with the reason
+    where it cannot; ``"scan"`` always scans; ``"auto"`` (default) takes oneDNN where it was
+    measured faster than the scan: LSTM and GRU forward from H = 256, their gradient from
+    H = 1024, the scan everywhere else (the rule, its figures and the table of fallbacks are in
+    ``recurrax.kernels._layer``). All give the same values and gradients (to float32
     rounding). Forward-mode autodiff cannot pass the kernel's or the fused pass's ``custom_vjp``:
     under ``jax.jvp`` or ``jax.jacfwd``, or inside ``forward_mode()`` (for ``jax.linearize``;
     Hessian-free uses it), the layer runs the scan with plain autodiff at the defaults, and an
@@ -185,6 +206,7 @@ def rnn(
     (2, 6, 4)
     """
     _check_rnn_params(params, "rnn")
+    _check_protocol(params)
     kernel = kernels.check_kernel(kernel)
     method = parallel.as_method(method)
     if method.name != "scan":
@@ -273,7 +295,7 @@ def _sequential(params: RNNParams, xs, carry, *, kernel, lengths, mask, reverse,
             def on_kernel(cell, xs, carry, lengths):
                 return kernels.run(params._replace(cell=cell), xs, carry, lengths=lengths, **layout)
 
-            if kernel == "onednn":  # oneDNN's forward and backward
+            if kernel == "onednn" or kernels.trains_on_kernel(params):  # oneDNN's forward and backward
                 return on_kernel(params.cell, xs, carry, lengths)
 
             def on_scan(cell, xs, carry, lengths):
@@ -281,7 +303,8 @@ def _sequential(params: RNNParams, xs, carry, *, kernel, lengths, mask, reverse,
                                    unroll=1, remat=False, segment_length=None, return_carries=False,
                                    fused_backward=None, compute_dtype=None, **layout)
 
-            # "auto": oneDNN's forward, the scan's gradient (see kernels.slower_here)
+            # "auto" below the training threshold: oneDNN's forward, the scan's gradient
+            # (see kernels.slower_here)
             return kernels.with_gradient_of(on_kernel, on_scan)(params.cell, xs, carry, lengths)
         elif kernel == "onednn":
             raise ValueError(f"kernel='onednn' cannot run this call: {reason}. Use kernel='auto' (the scan where "
@@ -290,7 +313,8 @@ def _sequential(params: RNNParams, xs, carry, *, kernel, lengths, mask, reverse,
     options = dict(lengths=lengths, mask=mask, reverse=reverse, time_major=time_major, unroll=unroll)
     splits = family.has_pointwise_split(params.cell)
     if fused_backward is None:
-        fused_backward = splits and family.output_size(params.cell) < FUSED_BACKWARD_BELOW_HIDDEN
+        fused_backward = (splits and family.output_size(params.cell) < FUSED_BACKWARD_BELOW_HIDDEN
+                          and family.step not in _PLAIN_AUTODIFF_BY_DEFAULT)
     if fused_backward and splits and remat is False and not return_carries:
         if segment_length is not None:
             raise ValueError(f"segment_length is only for remat='sqrt', got remat={remat!r}.")

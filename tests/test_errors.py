@@ -1,6 +1,7 @@
 """Bad inputs raise ``ValueError`` naming what was expected and what was received."""
 
 import functools
+import types
 import re
 
 import chex
@@ -458,3 +459,32 @@ def test_check_lengths_raises_eagerly_what_jit_reports_at_run_time(layer):
     with pytest.raises(ValueError, match=re.escape("Expected lengths in [0, 5] (the time axis has 5 steps), got "
                                                    "lengths with min 1 and max 4294967297.")):
         check_lengths(np.array([2**32 + 1, 1]), (2,), T)  # exact: not wrapped to int32 first
+
+
+def _hand_built_layer(step):
+    """An ``RNNParams`` built by hand (no ``init_rnn``) around a broken ``step``."""
+    from typing import NamedTuple
+
+    class Params(NamedTuple):
+        w_x: jax.Array
+        w_h: jax.Array
+
+    class Carry(NamedTuple):
+        h: jax.Array
+
+    family = recurrax.as_family(types.SimpleNamespace(
+        name="handmade", init=lambda key, input_size, hidden_size: None, step=step,
+        initial_carry=lambda p, batch_shape=(): Carry(h=jnp.zeros(tuple(batch_shape) + (3,))),
+        output_size=lambda p: 3))
+    return recurrax.RNNParams(cell=Params(w_x=jnp.ones((2, 3)), w_h=jnp.ones((3, 3))), initial=None, family=family)
+
+
+@pytest.mark.parametrize("step, match", [
+    (lambda p, c, x: (type(c)(h=jnp.tanh(x @ p.w_x + c.h @ p.w_h)), jnp.sum(c.h, -1)),
+     r"Cell 'handmade': expected step to return an output of shape \(2, O\)"),
+    (lambda p, c, x: jnp.tanh(x @ p.w_x + c.h @ p.w_h), r"Cell 'handmade': expected step to return a \(carry, y\) pair"),
+])
+def test_the_cell_protocol_is_checked_where_a_hand_built_layer_runs(step, match):
+    """Issue 27 item 3: ``rnn`` on an ``RNNParams`` built by hand checks the protocol as ``init_rnn`` does."""
+    with pytest.raises(ValueError, match=match):
+        recurrax.rnn(_hand_built_layer(step), jnp.ones((4, 5, 2)))

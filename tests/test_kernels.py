@@ -182,6 +182,18 @@ def test_auto_runs_onednns_forward_and_the_scans_gradient(monkeypatch):
     chex.assert_trees_all_equal(on_auto, on_scan)  # differentiated: the scan's program, values too
 
 
+def test_auto_trains_on_onednn_from_its_training_threshold(monkeypatch):
+    """``auto`` at H >= ``TRAIN_FROM_HIDDEN``: oneDNN's forward and backward, as ``kernel="onednn"``."""
+    monkeypatch.setattr(kernel_layer, "FORWARD_FROM_HIDDEN", H)
+    monkeypatch.setattr(kernel_layer, "TRAIN_FROM_HIDDEN", H)
+    params = _layer("gru")
+    xs = jax.random.normal(jax.random.key(1), (B, T, D))
+    carry = _carry(params, (B,))
+    on_auto = _loss_and_outputs(lambda p, x, c: recurrax.rnn(p, x, carry=c))(params, xs, carry)
+    on_kernel = _loss_and_outputs(lambda p, x, c: recurrax.rnn(p, x, carry=c, kernel="onednn"))(params, xs, carry)
+    chex.assert_trees_all_equal(on_auto, on_kernel)
+
+
 @pytest.mark.parametrize("name", ["elman_tanh", "lstm"])
 def test_auto_keeps_the_scan_where_the_kernel_was_measured_slower(name):
     params = _layer(name)  # Elman at any size; LSTM at H = 5 < 256

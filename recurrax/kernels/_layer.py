@@ -2,10 +2,10 @@
 
 ``kernel="onednn"`` runs a layer through oneDNN's fused RNN primitive, forward and backward
 (a ``ValueError`` naming the reason where it cannot); ``"scan"`` never uses it; ``"auto"`` (the
-default of ``rnn``, ``bidirectional`` and ``stack``) uses oneDNN's forward where it was measured
-faster than the scan, LSTM and GRU layers with H >= 256, and the scan's gradient when the call
-is differentiated (``slower_here`` gives the figures). Calls the kernel cannot run at all take
-the scan under ``"auto"``:
+default of ``rnn``, ``bidirectional`` and ``stack``) uses oneDNN where it was measured faster
+than the scan: the forward of LSTM and GRU layers with H >= 256, their backward from H = 1024,
+and the scan's gradient below that (the figures are beside ``slower_here``). Calls the kernel
+cannot run at all take the scan under ``"auto"``:
 
 =================================================  ==========================================
 call                                               why
@@ -211,13 +211,15 @@ def run(layer, xs, carry, *, lengths, reverse: bool, time_major: bool):
     return cell_map.carry(unbatch(h), None), _from_time_major(y, batch_shape, time_major)
 
 
-# ``"auto"``'s rule, from ``python -m experiments bench`` and the sweep in the closing note of
-# issue 31, on the project's 2-core AMD EPYC (oneDNN 3.2 running its AVX2 kernels), jax 0.10.2,
-# 2026-12-06, kernel ÷ scan (medians): LSTM and GRU forward 0.77–0.91 for H = 256–1024 and
-# 0.95–2.5 below; their forward+backward 0.93–1.09 for H ≥ 256 and 1.02–2.0 below; Elman
-# 1.2–3.5 everywhere. So "auto" runs oneDNN's forward for LSTM and GRU layers from H = 256 and
-# keeps the scan's gradient (a differentiated call is the scan's, values and gradient alike).
+# ``"auto"``'s rule, from ``python -m experiments bench`` and a sweep (issue 31's closing note)
+# on the project's 2-core AMD EPYC (oneDNN 3.2 running its AVX2 kernels), jax 0.10.2,
+# 2026-12-06, kernel ÷ scan (medians): LSTM and GRU forward 0.77–0.95 for H = 256–1024 and
+# 0.95–2.5 below; their forward+backward 1.02–2.0 below H = 256, 0.93–1.09 at H = 256–512, and
+# at H = 1024 0.77–0.96 (LSTM) and 0.92–0.95 (GRU); Elman 1.2–3.5 everywhere. So "auto" runs
+# oneDNN's forward for LSTM and GRU layers from H = 256, their backward from H = 1024, and
+# below that a differentiated call is the scan's (values and gradient alike).
 FORWARD_FROM_HIDDEN = 256
+TRAIN_FROM_HIDDEN = 1024
 
 
 def slower_here(layer) -> Optional[str]:
@@ -228,6 +230,11 @@ def slower_here(layer) -> Optional[str]:
     if layer.cell.w_h.shape[0] < FORWARD_FROM_HIDDEN:
         return f"below H = {FORWARD_FROM_HIDDEN} oneDNN's forward was slower than the scan"
     return None
+
+
+def trains_on_kernel(layer) -> bool:
+    """Whether ``"auto"`` differentiates a kernel call through oneDNN's backward (else the scan's)."""
+    return slower_here(layer) is None and layer.cell.w_h.shape[0] >= TRAIN_FROM_HIDDEN
 
 
 def with_gradient_of(forward: Callable, reference: Callable) -> Callable:
