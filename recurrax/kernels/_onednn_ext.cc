@@ -14,8 +14,8 @@
 //   workspace: bytes oneDNN keeps between forward_training and backward (size from
 //   `workspace_bytes`). c0 / cT are read / written for the LSTM only.
 //
-// Primitives and their weight reorders are built once per configuration and cached: building
-// one JIT-compiles oneDNN's kernels (milliseconds). The scratchpad is per call (user mode), so
+// Primitives are built once per configuration and cached: building one JIT-compiles oneDNN's
+// kernels (milliseconds). The scratchpad is ours (user mode), one buffer per calling thread, so
 // one cached primitive can run on several XLA threads at once.
 
 #include <Python.h>
