@@ -82,7 +82,7 @@ def _extension():
         module = importlib.import_module("recurrax.kernels._onednn_ext")
     except ImportError as error:
         return None, (f"the native extension is not built ({error}); reinstall recurrax where a C++ "
-                      "compiler is present: pip install --no-build-isolation -e . or pip install .")
+                      "compiler is present (pip install -e . in the repository builds it)")
     for name, capsule in module.registrations().items():
         jax.ffi.register_ffi_target(name, capsule, platform="cpu")
     return module, None
