@@ -281,8 +281,9 @@ def _sequential(params: RNNParams, xs, carry, *, kernel, lengths, mask, reverse,
     if kernel != "scan":
         reason = kernels.unsupported(
             params, xs, carry, lengths=lengths, mask=mask, time_major=time_major,
-            scan_options=dict(unroll=unroll, remat=remat, segment_length=segment_length,
-                              return_carries=return_carries, fused_backward=fused_backward, compute_dtype=compute_dtype),
+            scan_options=_chosen_scan_options(unroll=unroll, remat=remat, segment_length=segment_length,
+                                              return_carries=return_carries, fused_backward=fused_backward,
+                                              compute_dtype=compute_dtype),
         )
         if reason is None and kernel == "auto":
             reason = kernels.slower_here(params)
@@ -336,10 +337,20 @@ def _check_kernel_call(params: RNNParams, xs, carry, lengths, time_major: bool):
     return None if lengths is None else check_lengths(lengths, batch_shape, time)
 
 
+# ``rnn``'s options that configure the sequential scan, at their defaults.
+_SCAN_DEFAULTS = dict(unroll=1, remat=False, segment_length=None, return_carries=False, fused_backward=None,
+                      compute_dtype=None)
+
+
+def _chosen_scan_options(**options) -> list[str]:
+    """The names of the scan's options set away from their defaults (``unroll=True`` included)."""
+    return [name for name, value in options.items()
+            if not (value is _SCAN_DEFAULTS[name] or (type(value) is int and value == _SCAN_DEFAULTS[name]))]
+
+
 def _check_scan_options(method, **options) -> None:
-    defaults = dict(unroll=1, remat=False, segment_length=None, fused_backward=None, compute_dtype=None)
-    chosen = [f"{name}={value!r}" for name, value in options.items() if value is not defaults[name]
-              and value != defaults[name]]
+    chosen = [f"{name}={value!r}" for name, value in options.items() if value is not _SCAN_DEFAULTS[name]
+              and value != _SCAN_DEFAULTS[name]]
     if chosen:
         raise ValueError(f"{', '.join(chosen)} configure the sequential scan; method={method.name!r} does not "
                          "use them: drop them, or use method='scan'.")

@@ -54,10 +54,6 @@ from recurrax.kernels._onednn import Cell
 
 KERNELS = ("auto", "scan", "onednn")
 
-# ``rnn``'s options that configure the scan, at their defaults; any other value keeps the scan.
-_SCAN_DEFAULTS = dict(unroll=1, remat=False, segment_length=None, return_carries=False, fused_backward=None,
-                      compute_dtype=None)
-
 
 def check_kernel(kernel: Any) -> str:
     if kernel not in KERNELS:
@@ -122,8 +118,11 @@ def _cell(layer) -> tuple[Optional[_CellMap], Optional[Cell]]:
     return cell_map, (None if cell_map is None else cell_map.cell(layer.cell))
 
 
-def unsupported(layer, xs, carry, *, lengths, mask, time_major, scan_options: dict) -> Optional[str]:
-    """Why the kernel cannot run this ``rnn`` call (a phrase), or ``None`` when it can."""
+def unsupported(layer, xs, carry, *, lengths, mask, time_major, scan_options: list) -> Optional[str]:
+    """Why the kernel cannot run this ``rnn`` call (a phrase), or ``None`` when it can.
+
+    ``scan_options``: the names of the scan's options the call set away from their defaults.
+    """
     reason = _onednn.unavailable_reason()
     if reason is not None:
         return reason
@@ -134,10 +133,9 @@ def unsupported(layer, xs, carry, *, lengths, mask, time_major, scan_options: di
         return f"oneDNN has no {layer.family.name!r} cell (it has Elman, LSTM and GRU)"
     if cell is None:
         return cell_map.why_not
-    chosen = [name for name, value in scan_options.items()
-              if not (value is _SCAN_DEFAULTS[name] or (type(value) is int and value == _SCAN_DEFAULTS[name]))]
-    if chosen:
-        return f"{', '.join(chosen)} {'is an option' if len(chosen) == 1 else 'are options'} of the scan"
+    if scan_options:
+        verb = "is an option" if len(scan_options) == 1 else "are options"
+        return f"{', '.join(scan_options)} {verb} of the scan"
     leaves = jax.tree.leaves((layer.cell, xs, carry))
     dtypes = sorted({str(jnp.result_type(leaf)) for leaf in leaves})
     if dtypes != ["float32"]:
