@@ -299,7 +299,8 @@ def test_the_fallback_warning_launches_no_computation():
 
     from recurrax.parallel._newton import _warn
 
-    args = [jax.device_put(v) for v in (jnp.int32(7), jnp.float32(0.5), jnp.float32(1e-6), jnp.int32(3))]
+    args = [jax.device_put(v) for v in (jnp.bool_(False), jnp.int32(7), jnp.float32(0.5), jnp.float32(1e-6),
+                                        jnp.int32(3))]
     with config.no_execution(True), pytest.warns(RuntimeWarning, match=re.escape(
             "elk (backward) did not converge: residual 0.5 > tol 1e-06 after 7 iterations; first non-finite "
             "value at step 3.")):
@@ -315,6 +316,58 @@ def test_a_solve_that_does_not_converge_falls_back_with_a_warning(key):
     assert not bool(solution.converged)
     assert _max_diff(recurrax.rnn(params, xs, lengths=lengths, return_carries=True),
                      (solution.final_carry, solution.outputs, solution.carries)) < 1e-12
+
+
+def test_vmapped_solves_warn_only_where_one_failed_and_skip_the_fallback_when_none_did(key, monkeypatch):
+    # Under vmap a lax.cond on a batched predicate runs both branches: every vmapped solve used to
+    # warn "did not converge: residual 1.96e-16" and pay for the sequential fallback.
+    from recurrax.parallel import _newton
+
+    fallbacks = []
+    sequential = _newton._sequential
+
+    def counted(*args):
+        jax.debug.callback(lambda: fallbacks.append(1))
+        return sequential(*args)
+
+    monkeypatch.setattr(_newton, "_sequential", counted)
+    params = recurrax.init_rnn(key, "gru", 3, 4, dtype=jnp.float64)
+    assert all(float(jnp.max(jnp.abs(b))) == 0 for b in (params.cell.b, params.cell.b_hn))
+    xs = jax.random.normal(jax.random.key(1), (3, 2, 9, 3), jnp.float64)   # vmap axis, batch, time
+    reference = jax.vmap(lambda x: recurrax.rnn(params, x)[1])(xs)
+
+    def outputs(method):
+        return jax.jit(jax.vmap(lambda x: parallel.solve(params, x, method=method).outputs))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        solved = jax.block_until_ready(outputs("quasi_deer")(xs))
+        grads = jax.grad(lambda x: jnp.sum(outputs("quasi_deer")(x) ** 2))(xs)
+        jax.block_until_ready(grads)
+    assert _max_diff(solved, reference) < 1e-10 and not fallbacks
+    assert _max_diff(grads, jax.grad(lambda x: jnp.sum(jax.vmap(lambda v: recurrax.rnn(params, v)[1])(x) ** 2))(xs)) < 1e-8
+
+    # Zero inputs from a zero carry with zero biases: solved by the initial guess. The others are not
+    # solved in 2 iterations; only they warn, and the fallback gives everyone the exact result.
+    xs = xs.at[0].set(0.0)
+    with pytest.warns(RuntimeWarning, match=r"quasi_deer \(forward\) did not converge") as caught:
+        solved = jax.block_until_ready(outputs(parallel.quasi_deer(max_iterations=2))(xs))
+    assert len(caught) == 2 and fallbacks
+    assert _max_diff(solved, jax.vmap(lambda x: recurrax.rnn(params, x)[1])(xs)) < 1e-12
+
+
+def test_the_backward_warning_reports_a_measured_residual(key):
+    # With one iteration the backward used to report its placeholder "residual 1.8e+308".
+    params = recurrax.init_rnn(key, "gru", 3, 4, dtype=jnp.float64)
+    xs, lengths = _inputs(jax.random.key(1))
+    method = parallel.quasi_deer(max_iterations=1)
+    with pytest.warns(RuntimeWarning) as caught:
+        grads = jax.grad(lambda x: jnp.sum(parallel.solve(params, x, lengths=lengths, method=method).outputs ** 2))(xs)
+        jax.block_until_ready(grads)
+    backward = [str(w.message) for w in caught if "(backward)" in str(w.message)]
+    assert len(backward) == 1 and re.search(r"residual 1 > tol .* after 1 iterations", backward[0]), backward
+    expected = jax.grad(lambda x: jnp.sum(recurrax.rnn(params, x, lengths=lengths)[1] ** 2))(xs)
+    assert _max_diff(grads, expected) < 1e-10
 
 
 def test_a_diverging_iteration_names_its_first_non_finite_step_and_elk_stays_finite(key):

@@ -31,6 +31,8 @@ one ``lax.while_loop``, which also stops at ``max_iterations`` or at the first n
 residual. **A solve that does not converge is never returned**: the whole batch is evaluated
 again by the sequential scan (``lax.cond``; exact), and a ``RuntimeWarning`` names the method,
 the iterations, the residual and, for a non-finite iterate, the first step where it appeared.
+Under ``jax.vmap`` the fallback is computed only when some solve of the mapped batch failed, and
+only the solves that failed warn (``_unless_converged``).
 
 Gradients come from implicit differentiation at the solution (``jax.custom_vjp``), never through
 the iterations: with ``λ_t = s̄_t + J_{t+1}ᵀ λ_{t+1}`` (one reverse linear recurrence with the
@@ -145,12 +147,16 @@ def _first_bad_step(values, jac) -> jax.Array:
     return jnp.where(bad.any(), jnp.argmax(bad), -1)
 
 
-def _warn(name, what, iterations, residual, tol, bad_step):
+def _warn(name, what, converged, iterations, residual, tol, bad_step):
     """The fallback's warning, from a host callback: reads its scalars, launches no JAX computation.
 
+    Silent for a solve that converged: under ``jax.vmap`` the fallback runs for every solve of the
+    batch once any of them failed (``_unless_converged``), and only the failed ones warn.
     (A computation launched on XLA:CPU's execution thread can deadlock a multi-device program;
     see ``_checks._check_range_on_host``.)
     """
+    if bool(converged):
+        return
     where = f"; first non-finite value at step {int(bad_step)}" if int(bad_step) >= 0 else ""
     warnings.warn(
         f"recurrax.parallel: {name} ({what}) did not converge: residual {float(residual):.3g} > "
@@ -159,6 +165,37 @@ def _warn(name, what, iterations, residual, tol, bad_step):
         RuntimeWarning,
         stacklevel=2,
     )
+
+
+def _unless_converged(converged, value, fall_back, operands):
+    """``value`` if ``converged`` else ``fall_back(*operands)``, computing the fallback only when needed.
+
+    A plain ``lax.cond`` is turned into a ``select`` by ``jax.vmap`` when its predicate is batched,
+    so every vmapped solve would pay for the sequential fallback (and run its warning). The batching
+    rule here keeps one ``cond`` on "all of the batch converged": the fallback runs (for the whole
+    batch, its results kept only where a solve failed) only when at least one solve did not
+    converge. Under nested ``vmap`` the outer levels batch that predicate again and pay for both
+    branches; the results and warnings stay right.
+    """
+    @jax.custom_batching.custom_vmap
+    def pick(converged, value, operands):
+        return jax.lax.cond(converged, lambda: value, lambda: fall_back(*operands))
+
+    @pick.def_vmap
+    def pick_batched(axis_size, in_batched, converged, value, operands):
+        def batched(leaf, is_batched):
+            return leaf if is_batched else jnp.broadcast_to(leaf, (axis_size,) + jnp.shape(leaf))
+
+        converged, value, operands = jax.tree.map(batched, (converged, value, operands), tuple(in_batched))
+
+        def some_failed():
+            redone = jax.vmap(lambda ops: fall_back(*ops))(operands)
+            keep = converged.reshape((axis_size,) + (1,) * (value.ndim - 1))
+            return jnp.where(keep, value, redone)
+
+        return jax.lax.cond(jnp.all(converged), lambda: value, some_failed), True
+
+    return pick(converged, value, operands)
 
 
 def _forward(problem: Problem, params, s0, xs, mask, guess):
@@ -180,13 +217,13 @@ def _forward(problem: Problem, params, s0, xs, mask, guess):
     converged = residual <= problem.tol
     bad_step = _first_bad_step(values, jac)
 
-    def fall_back():
-        jax.debug.callback(
-            lambda *a: _warn(problem.name, "forward", *a), iterations, residual, problem.tol, bad_step
-        )
+    def fall_back(params, s0, xs, mask, converged, iterations, residual, bad_step):
+        jax.debug.callback(lambda *a: _warn(problem.name, "forward", *a),
+                           converged, iterations, residual, problem.tol, bad_step)
         return _sequential(problem, params, s0, xs, mask)
 
-    states = jax.lax.cond(converged, lambda: states, fall_back)
+    states = _unless_converged(converged, states, fall_back,
+                               (params, s0, xs, mask, converged, iterations, residual, bad_step))
     return states, (iterations, residual, converged)
 
 
@@ -236,20 +273,22 @@ def _trajectory_bwd(problem, residuals, cotangents):
 
         def not_done(carry):
             k, _, change = carry
-            return (change > problem.tol) & (k < problem.max_iterations) & jnp.isfinite(change)
+            going = (change > problem.tol) & (k < problem.max_iterations) & jnp.isfinite(change)
+            return (k == 0) | going
 
         def iterate(carry):
             k, lam, _ = carry
             new = sweep(lam)
             return k + 1, new, _residual(new, lam)
 
-        lam0 = sweep(jnp.zeros_like(s_bar))
-        iterations, lam, change = jax.lax.while_loop(
-            not_done, iterate, (jnp.ones((), jnp.int32), lam0, jnp.asarray(jnp.finfo(s_bar.dtype).max, s_bar.dtype)))
+        # From λ = 0, so that even one iteration reports a measured change (1 for a nonzero λ).
+        start = (jnp.zeros((), jnp.int32), jnp.zeros_like(s_bar), jnp.asarray(jnp.inf, s_bar.dtype))
+        iterations, lam, change = jax.lax.while_loop(not_done, iterate, start)
+        converged = change <= problem.tol
 
-        def fall_back():
-            jax.debug.callback(lambda *a: _warn(problem.name, "backward", *a), iterations, change,
-                               problem.tol, -1)
+        def fall_back(params, previous, xs, mask, s_bar, converged, iterations, change):
+            jax.debug.callback(lambda *a: _warn(problem.name, "backward", *a),
+                               converged, iterations, change, problem.tol, -1)
             step_b = jax.vmap(problem.step, in_axes=(None, 0, 0, 0))
 
             def step_vjp_at(t, lam_t):
@@ -257,7 +296,8 @@ def _trajectory_bwd(problem, residuals, cotangents):
 
             return _adjoint_sequential(problem, step_vjp_at, s_bar)
 
-        lam = jax.lax.cond(change <= problem.tol, lambda: lam, fall_back)
+        lam = _unless_converged(converged, lam, fall_back,
+                                (params, previous, xs, mask, s_bar, converged, iterations, change))
     params_bar, previous_bar, xs_bar = vjp(lam)
     return params_bar, previous_bar[0], xs_bar, None, None
 
