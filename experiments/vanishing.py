@@ -13,6 +13,12 @@ bounds coincide) for tanh, sigmoid and relu, with the scale set so that λ₁γ 
 Then LSTM and GRU cells at initialisation and after ``train_steps`` of training on the adding
 problem: their lag curves over the whole carry, and for the LSTM the cell-state path alone
 (products of the ``c → c`` blocks, diag(f_t)).
+
+Last, the cost of the analysis itself: ``carry_jacobians`` + ``lag_norms`` per sequence after
+compilation, at ``cost_size`` carry entries (an Elman cell of that width and an LSTM of half of it)
+over ``length`` steps, for one sequence and ``jax.vmap`` over ``num_sequences``, beside the same
+products normed by the SVD (``jnp.linalg.norm(·, 2)``, what ``lag_norms`` used before); medians of
+``cost_repeats`` interleaved repeats.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 import recurrax
 from experiments import _style
+from experiments._measure import timed_interleaved
 from recurrax import gradient_flow as gf
 from recurrax import tasks
 
@@ -43,11 +51,13 @@ class Config:
     gated: tuple = ("lstm", "gru")  # the gated cells whose lag curves are measured
     train_steps: int = 300
     train_length: int = 50
+    cost_size: int = 128  # N of the analysis-cost timing
+    cost_repeats: int = 7
     seed: int = 0
 
 
 QUICK = Config(hidden_size=8, length=16, num_sequences=2, rates=(0.5, 1.0, 2.0), skip=2, train_steps=5,
-               train_length=10)
+               train_length=10, cost_size=16, cost_repeats=2)
 
 
 def _sequences(config: Config, input_size: int, key) -> jax.Array:
@@ -232,9 +242,55 @@ def _table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _svd_lag_norms(jacobians):
+    """``lag_norms`` as it was: the SVD's ``jnp.linalg.norm(·, 2)`` of each product."""
+    def body(product, jacobian):
+        product = product @ jacobian
+        return product, jnp.linalg.norm(product, 2)
+
+    return jax.lax.scan(body, jnp.eye(jacobians.shape[1], dtype=jacobians.dtype), jacobians, reverse=True)[1][::-1]
+
+
+def analysis_cost(config: Config) -> dict:
+    """Milliseconds per sequence of ``carry_jacobians`` + ``lag_norms`` (and with SVD norms)."""
+    rows = {}
+    key = jax.random.key(config.seed)
+    for name, hidden in (("elman", config.cost_size), ("lstm", config.cost_size // 2)):
+        module = getattr(recurrax, name)
+        params = recurrax.init_rnn(key, name, 32, hidden).cell
+        step, carry = functools.partial(module.step, params), module.initial_carry(params)
+        xs = jax.random.normal(jax.random.fold_in(key, 1), (config.num_sequences, config.length, 32))
+        jobs = []
+        for norms_name, norms in (("lag_norms", gf.lag_norms), ("svd", _svd_lag_norms)):
+            analyse = jax.jit(jax.vmap(lambda x, norms=norms: norms(gf.carry_jacobians(step, carry, x))))
+            for batch in (1, config.num_sequences):
+                fn = functools.partial(analyse, xs[:batch])
+                jax.block_until_ready(fn())   # compile
+                jobs.append({"norms": norms_name, "batch": batch, "fn": fn, "times": []})
+        timed_interleaved(jobs, config.cost_repeats)
+        rows[name] = {f"{job['norms']}_ms_per_sequence_batch_{job['batch']}":
+                      1e3 * float(np.median(job["times"])) / job["batch"] for job in jobs}
+        rows[name]["carry_size"] = int(ravel_pytree(carry)[0].size)
+    return {"length": config.length, "sequences": config.num_sequences, "repeats": config.cost_repeats,
+            "rows": rows}
+
+
+def _cost_table(cost: dict) -> str:
+    batch = cost["sequences"]
+    lines = [f"Analysis cost (carry_jacobians + lag_norms, T = {cost['length']}, after compilation, "
+             f"median of {cost['repeats']} interleaved repeats, ms per sequence):", "",
+             f"| cell | N | 1 sequence | vmap over {batch} | SVD norms, vmap over {batch} | SVD ÷ lag_norms |",
+             "|---|---|---|---|---|---|"]
+    for name, row in cost["rows"].items():
+        ours, svd = row[f"lag_norms_ms_per_sequence_batch_{batch}"], row[f"svd_ms_per_sequence_batch_{batch}"]
+        lines.append(f"| {name} | {row['carry_size']} | {row['lag_norms_ms_per_sequence_batch_1']:.1f} "
+                     f"| {ours:.1f} | {svd:.1f} | {svd / ours:.2f} |")
+    return "\n".join(lines)
+
+
 def run(config: Config, out_dir: pathlib.Path) -> dict:
-    results = {"elman": elman_sweep(config), "gated": gated_cells(config)}
-    table = _table(results)
+    results = {"elman": elman_sweep(config), "gated": gated_cells(config), "cost": analysis_cost(config)}
+    table = _table(results) + "\n\n" + _cost_table(results["cost"])
     print(table)
     (out_dir / "results.md").write_text(table + "\n")
     _figure(results, config, out_dir / "vanishing.png")

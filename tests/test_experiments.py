@@ -157,6 +157,10 @@ def test_vanishing_quick_checks_the_bound(tmp_path):
     assert tanh[0]["fitted_rate"] == pytest.approx(np.log(0.5), abs=0.05)  # small inputs: f' ≈ 1
     assert set(results["gated"]) == {"lstm init", "lstm trained", "gru init", "gru trained"}
     assert (tmp_path / "vanishing.png").stat().st_size > 10_000
+    cost = results["cost"]["rows"]
+    assert {name: row["carry_size"] for name, row in cost.items()} == {"elman": 16, "lstm": 16}
+    assert all(np.isfinite(v) and v > 0 for row in cost.values() for v in row.values())
+    assert "SVD ÷ lag_norms" in (tmp_path / "results.md").read_text()
 
 
 def test_clipping_quick_no_clip_diverges_clip_stays_finite(tmp_path):

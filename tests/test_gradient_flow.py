@@ -53,6 +53,27 @@ def test_lag_norms_equal_dense_jacrev(case, key):
         np.testing.assert_allclose(block[2], np.linalg.norm(np.asarray(dense, np.float64), 2), rtol=2e-5)
 
 
+@pytest.mark.parametrize("shape, scale", [((9, 9), 1.0), ((7, 4), 1.0), ((3, 8), 1.0), ((1, 5), 1.0), ((5, 1), 1.0),
+                                          ((6, 6), 1e-25), ((6, 6), 1e25), ((4, 4), 0.0)])
+def test_spectral_norm_equals_numpys_svd_at_every_scale(shape, scale):
+    # The Gram matrix of an unscaled 1e-25 product would underflow in float32 (1e-50).
+    matrix = scale * np.random.default_rng(sum(shape)).standard_normal(shape)
+    with jax.enable_x64(False):
+        norm = float(jax.jit(gf.spectral_norm)(jnp.asarray(matrix, jnp.float32)))
+    expected = np.linalg.norm(matrix, 2)
+    assert norm == pytest.approx(expected, rel=2e-6, abs=0)
+
+
+def test_lag_norms_of_a_batch_by_vmap_equal_one_sequence_at_a_time(key):
+    params = recurrax.lstm.init(key, 3, 6)
+    step, carry = functools.partial(recurrax.lstm.step, params), recurrax.lstm.initial_carry(params)
+    xs = jax.random.normal(jax.random.key(1), (4, T, 3))
+    batched = jax.jit(jax.vmap(lambda x: gf.lag_norms(gf.carry_jacobians(step, carry, x), block="c", carry=carry)))(xs)
+    for x, norms in zip(xs, batched):
+        np.testing.assert_allclose(norms, gf.lag_norms(gf.carry_jacobians(step, carry, x), block="c", carry=carry),
+                                   rtol=1e-6)
+
+
 def test_linear_rnn_products_are_matrix_powers(key):
     params = recurrax.elman.init(key, 3, 5, activation="identity", recurrent_init="lecun_normal")
     xs = jax.random.normal(jax.random.key(1), (9, 3))
