@@ -8,6 +8,7 @@ threshold in [1, 5] (Pascanu et al. 2013); clipping, schedules and optimisers ar
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Callable, Iterable, NamedTuple, Optional, Union
 
 import jax
@@ -190,7 +191,7 @@ class FitResult(NamedTuple):
 
     state: TrainState  # the last finite state (loss, gradient norm and params all finite)
     history: list  # one dict per logged step: step, loss, grad_norm (and eval metrics)
-    stopped: Optional[str]  # why training stopped early, or None
+    stopped: Optional[str]  # why training stopped early (non-finite, time_budget, stop_when), or None
 
 
 def fit(
@@ -206,6 +207,8 @@ def fit(
     checkpoint_dir: Optional[str] = None,
     checkpoint_every: int = 0,
     max_to_keep: Optional[int] = None,
+    time_budget: Optional[float] = None,
+    stop_when: Optional[Callable[[dict], bool]] = None,
 ) -> FitResult:
     """Run ``train_step`` over ``batches`` with a tqdm progress bar showing loss and grad norm.
 
@@ -221,6 +224,17 @@ def fit(
         steps and whenever ``fit`` returns or is interrupted (the last finite state). It must
         not hold checkpoints beyond ``state.step``: resume with ``restore_checkpoint`` first.
       max_to_keep: keep only the newest this many checkpoints (default all).
+      time_budget: seconds of wall clock for this call (compilation included). Checked after
+        each step: the step in flight finishes, so a call overruns by at most one step and its
+        evaluation. At least one step is taken.
+      stop_when: ``record -> bool``, called after every step with the metrics ``fit`` has for
+        it: ``step``, ``loss``, ``grad_norm``, and ``eval_fn``'s metrics on evaluation steps
+        (prefixed ``eval_``: ``lambda r: r.get("eval_accuracy", 0) >= 0.99``); ``True`` stops.
+
+    Stopping on the budget or on ``stop_when`` is like an interrupt: the state is checkpointed
+    (with ``checkpoint_dir``), evaluated at the end, and ``FitResult.stopped`` says which rule
+    stopped it and at which step; calling ``fit`` again from the returned (or restored) state
+    continues the same run.
 
     Data parallelism needs nothing here: a step built with ``make_train_step(..., mesh=...)``
     puts each batch on its mesh itself (split by rows, ``shard_batch``) and the state replicated.
@@ -242,6 +256,10 @@ def fit(
         raise ValueError(f"checkpoint_every={checkpoint_every} needs a checkpoint_dir; got None.")
     if callable(batches) and num_steps is None:
         raise ValueError("Expected num_steps with batches given as a function of the step.")
+    if time_budget is not None and not (isinstance(time_budget, (int, float)) and time_budget > 0):
+        raise ValueError(f"Expected time_budget to be a positive number of seconds or None, got {time_budget!r}.")
+    if stop_when is not None and not callable(stop_when):
+        raise ValueError(f"Expected stop_when to be a function record -> bool or None, got {stop_when!r}.")
     if not bool(_all_finite(state.params)):
         # Every state kept below passes the same check, so no checkpoint is ever non-finite.
         raise ValueError(
@@ -256,6 +274,7 @@ def fit(
     bar = tqdm(total=num_steps, disable=not progress, desc="fit", leave=False)
     iterator = None if callable(batches) else iter(batches)
     done, last_eval = 0, None
+    started = time.perf_counter()
     try:
         while num_steps is None or done < num_steps:
             if iterator is None:
@@ -289,6 +308,15 @@ def fit(
                 saved = _save(checkpoint_dir, state, max_to_keep)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", grad_norm=f"{grad_norm:.3g}")
+            if stop_when is not None and stop_when(dict(record)):
+                stopped = f"stop_when was true at step {step}."
+            elapsed = time.perf_counter() - started
+            if stopped is None and time_budget is not None and elapsed >= time_budget:
+                stopped = f"time budget of {time_budget:g} s reached at step {step} ({elapsed:.1f} s)."
+            if stopped is not None:
+                if progress:
+                    print(stopped)
+                break
     finally:
         bar.close()
         if checkpoint_dir is not None and saved != int(state.step):

@@ -99,6 +99,43 @@ def test_nan_stop_checkpoints_the_last_finite_state(tmp_path):
     _assert_bit_identical(recurrax.restore_checkpoint(tmp_path, state), result.state)
 
 
+def test_a_time_budget_stops_like_an_interrupt_and_the_run_resumes(tmp_path, monkeypatch):
+    import types
+
+    from recurrax import _training
+
+    uninterrupted = recurrax.fit(_state(), TRAIN_STEP, _batch, num_steps=6, progress=False).state
+    clock = iter(range(100))   # one second per reading: fit reads it at the start and after each step
+    monkeypatch.setattr(_training, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    result = recurrax.fit(_state(), TRAIN_STEP, _batch, num_steps=6, progress=False, checkpoint_dir=tmp_path,
+                          time_budget=2.5)
+    assert result.stopped == "time budget of 2.5 s reached at step 3 (3.0 s)."
+    assert int(result.state.step) == 3 and recurrax.checkpoint_steps(tmp_path) == [3]
+    resumed = recurrax.restore_checkpoint(tmp_path, _state(seed=7))
+    rest = recurrax.fit(resumed, TRAIN_STEP, _batch, num_steps=3, progress=False, checkpoint_dir=tmp_path)
+    assert rest.stopped is None
+    _assert_bit_identical(rest.state, uninterrupted)
+    with pytest.raises(ValueError, match="Expected time_budget to be a positive number of seconds"):
+        recurrax.fit(_state(), TRAIN_STEP, _batch, num_steps=1, time_budget=0)
+
+
+def test_stop_when_sees_the_evaluated_metrics_and_checkpoints(tmp_path):
+    seen = []
+
+    def stop_when(record):
+        seen.append(sorted(record))
+        return record.get("eval_weight_norm", np.inf) < 1e9   # true at the first evaluation
+
+    result = recurrax.fit(_state(), TRAIN_STEP, _batch, num_steps=6, progress=False, checkpoint_dir=tmp_path,
+                          eval_fn=lambda p: {"weight_norm": float(optax.tree.norm(p))}, eval_every=2,
+                          stop_when=stop_when)
+    assert result.stopped == "stop_when was true at step 2."
+    assert seen == [["grad_norm", "loss", "step"], ["eval_weight_norm", "grad_norm", "loss", "step"]]
+    assert recurrax.checkpoint_steps(tmp_path) == [2] and [r["step"] for r in result.history] == [1, 2]
+    with pytest.raises(ValueError, match="Expected stop_when to be a function"):
+        recurrax.fit(_state(), TRAIN_STEP, _batch, num_steps=1, stop_when=True)
+
+
 def test_missing_checkpoints(tmp_path):
     with pytest.raises(recurrax.CheckpointError, match="No checkpoint found in .*nowhere"):
         recurrax.restore_checkpoint(tmp_path / "nowhere", _state())
