@@ -13,7 +13,8 @@ def exec_in_order(sources: list[str], label: str) -> dict:
     """
     namespace: dict = {"__name__": f"__{label}__"}
     for index, source in enumerate(sources, start=1):
-        code = compile(source, f"{label}[block {index}]", "exec")
+        # dont_inherit: not this file's `from __future__ import annotations`, as in a fresh interpreter.
+        code = compile(source, f"{label}[block {index}]", "exec", dont_inherit=True)
         try:
             with jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):
                 exec(code, namespace)

@@ -335,3 +335,103 @@ def test_a_non_family_is_refused():
         recurrax.init_stack(jax.random.key(0), D, [H], cell=object())
     with pytest.raises(ValueError, match="already registered"):
         recurrax.register_cell(twin, "lstm")
+
+
+# --------------------------------------------------------------------------- static options
+
+
+@dataclasses.dataclass(frozen=True)
+class OscillatorOptions:
+    """coRNN's hyperparameters (Rusch & Mishra 2021), held as static pytree metadata."""
+
+    dt: float = 0.042
+    gamma: float = 2.7
+    eps: float = 4.7
+
+
+jax.tree_util.register_static(OscillatorOptions)
+
+
+class OscillatorParams(NamedTuple):
+    w_x: jax.Array  # (D, H)
+    w_h: jax.Array  # (H, H)
+    w_z: jax.Array  # (H, H)
+    options: OscillatorOptions
+
+
+class OscillatorCarry(NamedTuple):
+    h: jax.Array  # (*batch, H): position
+    z: jax.Array  # (*batch, H): velocity
+
+
+def _oscillator_init(key, input_size, hidden_size, **options):
+    keys = jax.random.split(key, 3)
+    shapes = ((input_size, hidden_size), (hidden_size, hidden_size), (hidden_size, hidden_size))
+    return OscillatorParams(*(jax.random.normal(k, s) / np.sqrt(s[0]) for k, s in zip(keys, shapes)),
+                            OscillatorOptions(**options))
+
+
+def _oscillator_step(params, carry, x):
+    o = params.options
+    force = jnp.tanh(x @ params.w_x + carry.h @ params.w_h + carry.z @ params.w_z)
+    z = carry.z + o.dt * (force - o.gamma * carry.h - o.eps * carry.z)
+    h = carry.h + o.dt * z
+    return OscillatorCarry(h, z), h
+
+
+oscillator = types.SimpleNamespace(
+    name="oscillator", init=_oscillator_init, step=_oscillator_step,
+    initial_carry=lambda p, batch_shape=(): OscillatorCarry(*(jnp.zeros((*batch_shape, p.w_h.shape[0])),) * 2))
+
+
+def test_static_options_are_not_trained_and_survive_checkpoints(tmp_path, xs):
+    # A float field would be a leaf, and Adam would train it (a user's dt went 0.042 -> 0.032 in one step).
+    params = {"rnn": recurrax.init_rnn(jax.random.key(0), oscillator, D, H, dt=0.05)}
+    assert len(jax.tree.leaves(params)) == 3
+    optimizer = recurrax.default_optimizer(1e-1)
+    train_step = recurrax.make_train_step(
+        lambda p, batch, key: jnp.mean((recurrax.rnn(p["rnn"], batch)[1] - 1.0) ** 2), optimizer)
+    state = recurrax.init_train_state(params, optimizer, jax.random.key(1))
+    with jax.numpy_dtype_promotion("standard"):
+        result = recurrax.fit(state, train_step, lambda step: xs, num_steps=2, progress=False,
+                              checkpoint_dir=str(tmp_path))
+    trained = result.state.params["rnn"].cell
+    assert trained.options == OscillatorOptions(dt=0.05) and not np.allclose(trained.w_h, params["rnn"].cell.w_h)
+    restored = recurrax.restore_checkpoint(str(tmp_path), state).params["rnn"].cell
+    assert restored.options == OscillatorOptions(dt=0.05)
+    # The option changes the computation: jit compiles once per value.
+    other = params["rnn"]._replace(cell=params["rnn"].cell._replace(options=OscillatorOptions(dt=0.5)))
+    run = jax.jit(lambda p: recurrax.rnn(p, xs)[1])
+    assert not np.allclose(run(params["rnn"]), run(other))
+
+
+def test_a_pointwise_family_needs_the_fields_the_fused_backward_reads(xs):
+    class Renamed(NamedTuple):
+        w_in: jax.Array
+        w_h: jax.Array
+        b: jax.Array
+
+    no_w_x = types.SimpleNamespace(
+        name="no_w_x", initial_carry=_initial_carry, SUMS_PRODUCTS=True, input_size=lambda p: p.w_in.shape[0],
+        init=lambda *a, **k: Renamed(*_init(*a, **k)),
+        step=lambda p, c, x: _pointwise(p, c, x @ p.w_in, c.h @ p.w_h),
+        pointwise=_pointwise)
+    layer = recurrax.init_rnn(jax.random.key(0), no_w_x, D, H)
+    with pytest.raises(ValueError, match="params need fields w_x and w_h; Renamed has no w_x"):
+        recurrax.rnn(layer, xs, fused_backward=True)
+
+    class NoH(NamedTuple):
+        out: jax.Array
+        m: jax.Array
+
+    def pointwise(p, c, zx, zh):
+        new, y = _pointwise(p, TwinCarry(c.out, c.m), zx, zh)
+        return NoH(*new), y
+
+    no_h = types.SimpleNamespace(
+        name="no_h", init=_init, SUMS_PRODUCTS=True, pointwise=pointwise,
+        initial_carry=lambda p, batch_shape=(): NoH(*_initial_carry(p, batch_shape)),
+        step=lambda p, c, x: pointwise(p, c, x @ p.w_x, c.out @ p.w_h))
+    layer = recurrax.init_rnn(jax.random.key(0), no_h, D, H)
+    with pytest.raises(ValueError, match="its carry needs a field h; NoH has none"):
+        recurrax.rnn(layer, xs, fused_backward=True)
