@@ -4,14 +4,18 @@ The pytest process keeps its single CPU device; this script forces several befor
 computes anything:
 
     python tests/sharding_worker.py parallel OUT_DIR            # 8 CPU devices, one process
-    python tests/sharding_worker.py distributed OUT_DIR ID PORT [--crash-at N]  # process ID of 2 x 4
+    python tests/sharding_worker.py distributed OUT_DIR ID PORT [--crash-at N] [--heartbeat S]  # process ID of 2 x 4
+    python tests/sharding_worker.py detection OUT_DIR [S ...]   # how long a killed peer takes to notice
 
 ``parallel`` writes ``results.json`` (one entry per check, with the measured numbers), the
 data-parallel params as ``params8.npz`` and a checkpoint written from 8 devices under
 ``ckpt8/``. ``distributed`` trains with ``fit`` over the 8 devices of two processes joined by
 ``jax.distributed`` and checkpoints every step under ``OUT_DIR/ckpt``; process 0 writes
-``params_distributed.npz``. The model, data and loss are defined here once and imported by the
-test for its single-device reference run.
+``params_distributed.npz``. ``detection`` starts such a pair once per heartbeat timeout ``S``
+(seconds, ``jax.distributed.initialize(heartbeat_timeout_seconds=S)``; default 100, JAX's own, and
+10), kills process 1 at step 3 and prints how long process 0 ran on and how it ended: the figures
+of the README's multi-host paragraph. The model, data and loss are defined here once and
+imported by the test for its single-device reference run.
 """
 
 from __future__ import annotations
@@ -368,12 +372,51 @@ def distributed(out: pathlib.Path, process_id: int, port: int, crash_at: int = 0
     jax.distributed.shutdown()
 
 
+def _option(name: str, default: int) -> int:
+    return int(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
+
+
+def start_pair(out: pathlib.Path, *extra: str) -> tuple[list, list]:
+    """Processes 0 and 1 of a two-process run on a free local port, and their logs in ``out``."""
+    import socket
+    import subprocess
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    procs, logs = [], [out / f"process{i}-{port}.log" for i in range(2)]
+    for i, log in enumerate(logs):
+        with open(log, "w") as stream:
+            procs.append(subprocess.Popen(
+                [sys.executable, __file__, "distributed", str(out), str(i), port, *extra],
+                env={**os.environ, "JAX_PLATFORMS": "cpu"}, stdout=stream, stderr=subprocess.STDOUT,
+                start_new_session=True))
+    return procs, logs
+
+
+def detection(out: pathlib.Path, heartbeats: list) -> None:
+    import signal
+    import tempfile
+
+    print("| heartbeat_timeout_seconds | survivor ran on after its peer died | survivor's end |")
+    print("|---|---|---|")
+    for heartbeat in heartbeats:
+        run_dir = pathlib.Path(tempfile.mkdtemp(dir=out))
+        procs, _ = start_pair(run_dir, "--crash-at", "3", "--heartbeat", str(heartbeat))
+        procs[1].wait(timeout=600)
+        died = time.monotonic()
+        code = procs[0].wait(timeout=600)
+        end = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
+        print(f"| {heartbeat} | {time.monotonic() - died:.1f} s | {end} |", flush=True)
+
+
 if __name__ == "__main__":
     mode, directory = sys.argv[1], pathlib.Path(sys.argv[2])
     if mode == "parallel":
         parallel(directory)
     elif mode == "distributed":
-        crash = int(sys.argv[sys.argv.index("--crash-at") + 1]) if "--crash-at" in sys.argv else 0
-        distributed(directory, int(sys.argv[3]), int(sys.argv[4]), crash)
+        distributed(directory, int(sys.argv[3]), int(sys.argv[4]), _option("--crash-at", 0), _option("--heartbeat", 10))
+    elif mode == "detection":
+        detection(directory, [int(v) for v in sys.argv[3:]] or [100, 10])
     else:
         raise SystemExit(f"unknown mode {mode!r}")

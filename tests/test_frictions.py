@@ -99,3 +99,14 @@ def test_layers_pass_segment_length_through():
     assert np.isfinite(np.asarray(got.cell.w_x)).all()
     with pytest.raises(ValueError, match="segment_length is only for remat='sqrt'"):
         recurrax.rnn(layer, jnp.ones((2, 7, 8)), segment_length=2)
+
+
+def test_readme_multi_host_advice_matches_the_killed_peer_test():
+    # The README said "about 100 s"; a killed peer was noticed after 53-76 s at JAX's default
+    # heartbeat. It now advises the timeout that tests/test_sharding.py runs with and measures.
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    sharding_test = (README.parent / "tests" / "test_sharding.py").read_text(encoding="utf-8")
+    assert "heartbeat_timeout_seconds=10)" in text and '"--heartbeat", "10"' in sharding_test
+    assert "about 100 s" not in text
+    assert "python tests/sharding_worker.py detection OUT 100 10 5" in text
+    assert "What survives is every checkpoint written before the failure" in text
