@@ -129,12 +129,15 @@ class Config:
     hf_batch_size: int = 500  # fresh gradient batch each update
     hf_curvature_batch_size: int = 150  # its first sequences give the curvature
     hf_max_cg_iters: int = 150
+    # False where the config is too small to show the effects (QUICK: T = 20, a few updates):
+    # every expectation then says "not measured at this size", beside its numbers.
+    measures_expectations: bool = True
     seed: int = 0
 
 
 QUICK = Config(tasks=("temporal_order",), lengths=(20,), seeds=2, hidden_size=8, batch_size=8, steps=20,
                eval_every=10, eval_size=32, esn_hidden_size=20, esn_train_size=32, hf_steps=4, hf_eval_every=2,
-               hf_batch_size=8, hf_curvature_batch_size=4, hf_max_cg_iters=5)
+               hf_batch_size=8, hf_curvature_batch_size=4, hf_max_cg_iters=5, measures_expectations=False)
 
 
 # --------------------------------------------------------------------------- models
@@ -482,7 +485,10 @@ def _expectations(config: Config, rows: list) -> list:
                        [None if rate is None else rate > 0.5], f"success rate {_fmt(rate)}"))
     out = []
     for claim, verdicts, numbers in checks:
-        verdict = "not evaluated" if None in verdicts else ("met" if all(verdicts) else "missed")
+        if not config.measures_expectations:
+            verdict = "not measured at this size"
+        else:
+            verdict = "not evaluated" if None in verdicts else ("met" if all(verdicts) else "missed")
         out.append({"expectation": claim, "verdict": verdict, "numbers": numbers})
     return out
 

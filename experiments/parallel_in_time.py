@@ -353,6 +353,8 @@ def _figures(rows: list[dict], training: dict, out_dir: pathlib.Path) -> None:
             ax.plot(ts, [r["forward"]["speedup"] for r in sel], "o-", color=colors[h], label=f"H={h} fwd")
             ax.plot(ts, [r["forward+backward"]["speedup"] for r in sel], "s--", color=colors[h], alpha=0.7,
                     label=f"H={h} f+b")
+            ax.plot(ts, [r["predicted"]["speedup"] for r in sel], ":", color=colors[h], lw=2,
+                    label=f"H={h} fwd, accelerator model")
         ax.axhline(1.0, color="black", lw=1)
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -360,7 +362,8 @@ def _figures(rows: list[dict], training: dict, out_dir: pathlib.Path) -> None:
         ax.set_title(f"{m} ({METHODS[m][0]})")
     axes[0][0].set_ylabel("speed-up over lax.scan (same cell)")
     axes[0][-1].legend(loc="best", ncol=2)
-    fig.suptitle("Parallel-in-time evaluation on this CPU (B = 16, float32; < 1 = slower)")
+    fig.suptitle("Parallel-in-time evaluation: measured on this CPU (markers) and the crossover model of an "
+                 "accelerator (dotted: 5 µs launches, assumed); B = 16, float32; < 1 = slower", fontsize=9)
     _style.save(fig, out_dir / "parallel_in_time_speedup.png")
 
     fig, ax = plt.subplots(figsize=(6, 3.8))

@@ -97,11 +97,20 @@ def make_train_step(
     ``shard_batch``), so ``fit`` needs nothing more; see ``recurrax._sharding``.
 
     >>> import jax.numpy as jnp
-    >>> step = make_train_step(lambda p, b, k: jnp.sum((p - b) ** 2), default_optimizer(0.1))
-    >>> state, metrics = step(init_train_state(jnp.zeros(2), default_optimizer(0.1), jax.random.key(0)),
-    ...                       jnp.ones(2))
+    >>> optimizer = default_optimizer(0.1)
+    >>> step = make_train_step(lambda p, b, k: jnp.sum((p - b) ** 2), optimizer)
+    >>> state, metrics = step(init_train_state(jnp.zeros(2), optimizer, jax.random.key(0)), jnp.ones(2))
     >>> round(float(metrics["grad_norm"]), 4)
     2.8284
+    >>> noisy = lambda p, b, k: jnp.sum((p - b) ** 2 * jax.random.uniform(k, b.shape))  # uses its key
+    >>> after, _ = make_train_step(noisy, optimizer)(state, jnp.ones(2))
+    >>> key, step_key = jax.random.split(state.key)                  # the same step by hand
+    >>> loss, grads = jax.value_and_grad(noisy)(state.params, jnp.ones(2), step_key)
+    >>> by_hand, _ = apply_gradients(optimizer, state, loss, grads, key)
+    >>> bool(jnp.allclose(by_hand.params, after.params))
+    True
+    >>> bool(jnp.array_equal(jax.random.key_data(by_hand.key), jax.random.key_data(after.key)))
+    True
     """
     def train_step(state: TrainState, batch: Any) -> tuple[TrainState, dict]:
         key, step_key = jax.random.split(state.key)

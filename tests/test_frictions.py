@@ -110,3 +110,15 @@ def test_readme_multi_host_advice_matches_the_killed_peer_test():
     assert "about 100 s" not in text
     assert "python tests/sharding_worker.py detection OUT 100 10 5" in text
     assert "What survives is every checkpoint written before the failure" in text
+
+
+def test_the_studies_are_not_installed_as_a_top_level_experiments_package(tmp_path):
+    # An installed `experiments` shadowed the experiments/ folder of a user's own project.
+    import subprocess
+    import sys
+
+    probe = ("import importlib.util, recurrax; "
+             "print(importlib.util.find_spec('experiments') is None, recurrax.__name__)")
+    completed = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+                               env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, check=True, timeout=120)
+    assert completed.stdout.split() == ["True", "recurrax"], completed.stdout + completed.stderr

@@ -469,7 +469,10 @@ def test_ntm_experiment_quick(tmp_path):
         for length, errors in row["bit_errors"].items():
             assert 0.0 <= errors <= 8 * int(length)
         assert row["eval_curve"] and row["train_cost_curve"]
-    assert [c["met"] for c in results["expectations"]] == [None] * 3  # lengths 20, 30 and 50 not tested here
+    # Measured at lengths 4, 6 and 10, but 6 updates cannot show the paper's effects: not judged.
+    assert [c["met"] for c in results["expectations"]] == [None] * 3
+    assert all("NTM" in c["numbers"] or "%" in c["numbers"] for c in results["expectations"])
+    assert (tmp_path / "results.md").read_text().count("- not measured at this size: ") == 3
     assert (tmp_path / "ntm_learning.png").stat().st_size > 10_000
     assert (tmp_path / "ntm_weightings.png").stat().st_size > 10_000
     assert "| NTM |" in (tmp_path / "results.md").read_text()
