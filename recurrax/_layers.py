@@ -23,20 +23,13 @@ from recurrax import cells, initializers, parallel
 from recurrax.kernels import _layer as kernels
 from recurrax.cells import CellFamily
 from recurrax._checks import check_array, check_lengths, check_positive_int, is_traced
+from recurrax._rnn_params import RNNParams, _batch_shape, _check_rnn_params, rnn_initial_carry
 from recurrax._unroll import _check_step_types, split_step, unroll, unroll_cell
 
 Family = Union[str, CellFamily, types.ModuleType, Any]  # a name, a CellFamily, or a protocol object
 
 
 # --------------------------------------------------------------------------- sequence layer
-
-
-class RNNParams(NamedTuple):
-    """One recurrent layer: a cell's params, optionally a learned initial state, and its family."""
-
-    cell: Any  # the family's params, e.g. LSTMParams
-    initial: Optional[Any]  # the cell's carry, unbatched; None: the family's initial_carry
-    family: CellFamily  # static pytree metadata: which step runs ``cell``
 
 
 def init_rnn(
@@ -69,16 +62,6 @@ def init_rnn(
     return RNNParams(cell=cell_params, initial=initial, family=family)
 
 
-def _check_rnn_params(params: Any, fn: str) -> None:
-    if not isinstance(params, RNNParams):
-        raise ValueError(f"{fn} expects RNNParams (a layer, from init_rnn), got {type(params).__name__}.")
-    if not isinstance(params.family, cells.CellFamily):
-        raise ValueError(
-            f"{fn} expects RNNParams whose family is a CellFamily (recurrax.cells.as_family), "
-            f"got {type(params.family).__name__}."
-        )
-
-
 _PROTOCOL_CHECKED: set = set()  # (family, params' structure, shapes and dtypes) already checked
 
 
@@ -93,34 +76,10 @@ def _check_protocol(params: RNNParams) -> None:
         _PROTOCOL_CHECKED.add(key)
 
 
-def rnn_initial_carry(params: RNNParams, batch_shape: tuple[int, ...] = ()) -> Any:
-    """A layer's starting carry for a batch: the learned state broadcast, or the family's own.
-
-    (A cell's carry from cell params alone is ``family.initial_carry``, e.g.
-    ``recurrax.lstm.initial_carry``.)
-    """
-    _check_rnn_params(params, "rnn_initial_carry")
-    if isinstance(batch_shape, int):
-        raise ValueError(f"Expected batch_shape as a tuple of ints, got the int {batch_shape}; write ({batch_shape},).")
-    if params.initial is None:
-        return params.family.initial_carry(params.cell, tuple(batch_shape))
-    return jax.tree.map(lambda v: jnp.broadcast_to(v, tuple(batch_shape) + jnp.shape(v)), params.initial)
-
-
 # ``rnn`` uses the fused backward pass by default below this hidden size, for every family that
 # splits but these (measured: see ``rnn``).
 FUSED_BACKWARD_BELOW_HIDDEN = 1024
 _PLAIN_AUTODIFF_BY_DEFAULT = (cells.gru.step,)
-
-
-def _batch_shape(xs: jax.Array, time_major: bool) -> tuple[int, ...]:
-    check_array(xs, "xs")
-    if xs.ndim < 2:
-        raise ValueError(
-            "Expected xs of rank >= 2 with shape (*batch, time, features), "
-            f"got shape {tuple(xs.shape)}."
-        )
-    return tuple(xs.shape[1:-1]) if time_major else tuple(xs.shape[:-2])
 
 
 def rnn(

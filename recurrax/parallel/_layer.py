@@ -11,6 +11,7 @@ from typing import Any, NamedTuple, Optional, Union
 import jax
 import jax.numpy as jnp
 
+from recurrax._rnn_params import _batch_shape, _check_rnn_params, rnn_initial_carry
 from recurrax._unroll import _check_step_types, _prepare
 from recurrax.parallel._newton import Problem, default_tolerance, solve_trajectory
 from recurrax.parallel._scans import linear_scan, log_linear_scan
@@ -196,8 +197,6 @@ def solve(params, xs: jax.Array, *, method: Union[str, Method], carry: Any = Non
     of a previous solve (``Solution.carries``) to warm-start Newton's method. Returns a
     ``Solution`` with the iterations used and the final residual.
     """
-    from recurrax._layers import _batch_shape, _check_rnn_params, rnn_initial_carry
-
     _check_rnn_params(params, "solve")
     method = as_method(method)
     family, cell = params.family, params.cell
