@@ -1,4 +1,4 @@
-"""What minGRU and minLSTM share: the candidate state h̃, plain or in the log-space form.
+"""What minGRU and minLSTM share: the candidate state h̃ (plain or log-space) and the cell's plumbing.
 
 Feng et al. (2024) give each minimal cell two forms. The plain form takes the candidate as the
 linear map of the input, ``h̃ = x @ W_h + b_h``. The log-space form passes it through
@@ -14,9 +14,14 @@ sequences. ``step`` runs in linear space either way: it is the same function.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+
+from recurrax import initializers
+from recurrax._checks import check_params_type
+from recurrax.cells._common import check_sizes, check_step, lift, split_gates, zeros_carry
 
 
 def g(v: jax.Array) -> jax.Array:
@@ -56,3 +61,45 @@ def check_log_space(candidate: Candidate, cell: str) -> None:
             f"{cell}.log_linear_recurrence needs the log-space form (h̃ = g(v) > 0), got params from "
             f"{cell}.init(..., log_space=False): initialise with log_space=True, or use the linear-space scan."
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class MinimalLayout:
+    """A minimal cell's shape: ``w_x`` ``(D, blocks·H)`` and ``b`` ``(blocks·H,)``, the last block
+    the candidate's, and a carry of ``h`` alone. Everything here is the same for minGRU (blocks
+    z, h̃) and minLSTM (f, i, h̃); each module keeps its gates, ``linear_recurrence`` and docs.
+    """
+
+    name: str  # "mingru": in error messages
+    params_type: type  # (w_x, b, candidate)
+    carry_type: type  # (h,)
+    blocks: int
+
+    def init(self, key, input_size, hidden_size, *, log_space, input_init, dtype) -> Any:
+        input_size, hidden_size = check_sizes(input_size, hidden_size)
+        candidate = Candidate(log_space)
+        w_x = initializers.per_block(input_init, key, input_size, hidden_size, self.blocks, dtype)
+        return self.params_type(w_x=w_x, b=jnp.zeros((self.blocks * hidden_size,), dtype), candidate=candidate)
+
+    def hidden_size(self, params) -> int:
+        return params.b.shape[-1] // self.blocks
+
+    def initial_carry(self, params, batch_shape) -> Any:
+        what = f"{self.name}.initial_carry"
+        check_params_type(params, self.params_type, what)
+        return zeros_carry(self.carry_type, params, self.params_type, batch_shape, what,
+                           hidden_size=self.hidden_size(params), dtype=params.w_x.dtype)
+
+    def preactivations(self, params, x: jax.Array) -> list[jax.Array]:
+        """``x @ w_x + b`` split into the blocks, each ``(*batch, H)``."""
+        z = x @ params.w_x
+        return split_gates(z + lift(params.b, z), self.blocks)
+
+    def step(self, linear_recurrence: Callable, params, carry, x: jax.Array) -> tuple[Any, jax.Array]:
+        """``h' = a ⊙ h + b`` from ``linear_recurrence``: the step and the scan agree bit for bit."""
+        what = f"{self.name}.step"
+        check_params_type(params, self.params_type, what)  # before reading sizes off params
+        check_step(params, self.params_type, carry, self.carry_type, x, what, hidden_size=self.hidden_size(params))
+        a, b = linear_recurrence(params, x)
+        h = a.h * carry.h + b.h
+        return self.carry_type(h), h

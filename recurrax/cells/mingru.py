@@ -39,9 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrax import initializers
-from recurrax._checks import check_params_type
-from recurrax.cells._common import check_sizes, check_step, lift, split_gates, zeros_carry
-from recurrax.cells._minimal import Candidate, check_log_space, log_g
+from recurrax.cells._minimal import Candidate, MinimalLayout, check_log_space, log_g
 
 __all__ = [
     "MinGRUParams",
@@ -70,6 +68,9 @@ class MinGRUCarry(NamedTuple):
     h: jax.Array  # (*batch, hidden_size)
 
 
+_LAYOUT = MinimalLayout("mingru", MinGRUParams, MinGRUCarry, blocks=2)
+
+
 def init(
     key: jax.Array,
     input_size: int,
@@ -88,27 +89,17 @@ def init(
       input_init: initialiser of each block of ``w_x`` (default Lecun normal).
       dtype: parameter dtype.
     """
-    input_size, hidden_size = check_sizes(input_size, hidden_size)
-    candidate = Candidate(log_space)
-    w_x = initializers.per_block(input_init, key, input_size, hidden_size, 2, dtype)
-    return MinGRUParams(w_x=w_x, b=jnp.zeros((2 * hidden_size,), dtype), candidate=candidate)
-
-
-def _hidden_size(params: MinGRUParams) -> int:
-    return params.b.shape[-1] // 2
+    return _LAYOUT.init(key, input_size, hidden_size, log_space=log_space, input_init=input_init, dtype=dtype)
 
 
 def initial_carry(params: MinGRUParams, batch_shape: tuple[int, ...] = ()) -> MinGRUCarry:
     """Zero state, ``h`` of shape ``(*batch_shape, hidden_size)``."""
-    check_params_type(params, MinGRUParams, "mingru.initial_carry")
-    return zeros_carry(MinGRUCarry, params, MinGRUParams, batch_shape, "mingru.initial_carry",
-                       hidden_size=_hidden_size(params), dtype=params.w_x.dtype)
+    return _LAYOUT.initial_carry(params, batch_shape)
 
 
 def linear_recurrence(params: MinGRUParams, x: jax.Array) -> tuple[MinGRUCarry, MinGRUCarry]:
     """``(a, b)`` with ``h' = a.h ⊙ h + b.h``: ``a = 1 − z``, ``b = z ⊙ h̃``, ``(*batch, H)``."""
-    z = x @ params.w_x
-    k_z, k_h = split_gates(z + lift(params.b, z), 2)
+    k_z, k_h = _LAYOUT.preactivations(params, x)
     gate = jax.nn.sigmoid(k_z)
     return MinGRUCarry(1 - gate), MinGRUCarry(gate * params.candidate(k_h))
 
@@ -119,8 +110,7 @@ def log_linear_recurrence(params: MinGRUParams, x: jax.Array) -> tuple[MinGRUCar
     ``log a = log(1 − z) = −softplus(k_z)``, ``log b = log z + log g(k_h) = −softplus(−k_z) + log g(k_h)``.
     """
     check_log_space(params.candidate, "mingru")
-    z = x @ params.w_x
-    k_z, k_h = split_gates(z + lift(params.b, z), 2)
+    k_z, k_h = _LAYOUT.preactivations(params, x)
     return MinGRUCarry(-jax.nn.softplus(k_z)), MinGRUCarry(-jax.nn.softplus(-k_z) + log_g(k_h))
 
 
@@ -129,12 +119,7 @@ def step(params: MinGRUParams, carry: MinGRUCarry, x: jax.Array) -> tuple[MinGRU
 
     Returns ``(MinGRUCarry(h'), h')``, ``h'`` of shape ``(*batch, hidden_size)``.
     """
-    check_params_type(params, MinGRUParams, "mingru.step")  # before reading sizes off params
-    check_step(params, MinGRUParams, carry, MinGRUCarry, x, "mingru.step",
-               hidden_size=_hidden_size(params))
-    a, b = linear_recurrence(params, x)
-    h = a.h * carry.h + b.h
-    return MinGRUCarry(h), h
+    return _LAYOUT.step(linear_recurrence, params, carry, x)
 
 
 def output(params: MinGRUParams, carry: MinGRUCarry, x: jax.Array) -> jax.Array:
@@ -145,4 +130,4 @@ def output(params: MinGRUParams, carry: MinGRUCarry, x: jax.Array) -> jax.Array:
 
 def output_size(params: MinGRUParams) -> int:
     """H, the size of ``h`` (the step's output)."""
-    return _hidden_size(params)
+    return _LAYOUT.hidden_size(params)

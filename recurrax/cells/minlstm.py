@@ -40,9 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrax import initializers
-from recurrax._checks import check_params_type
-from recurrax.cells._common import check_sizes, check_step, lift, split_gates, zeros_carry
-from recurrax.cells._minimal import Candidate, check_log_space, log_g
+from recurrax.cells._minimal import Candidate, MinimalLayout, check_log_space, log_g
 
 __all__ = [
     "MinLSTMParams",
@@ -72,6 +70,9 @@ class MinLSTMCarry(NamedTuple):
     h: jax.Array  # (*batch, hidden_size)
 
 
+_LAYOUT = MinimalLayout("minlstm", MinLSTMParams, MinLSTMCarry, blocks=3)
+
+
 def init(
     key: jax.Array,
     input_size: int,
@@ -90,26 +91,12 @@ def init(
       input_init: initialiser of each block of ``w_x`` (default Lecun normal).
       dtype: parameter dtype.
     """
-    input_size, hidden_size = check_sizes(input_size, hidden_size)
-    candidate = Candidate(log_space)
-    w_x = initializers.per_block(input_init, key, input_size, hidden_size, 3, dtype)
-    return MinLSTMParams(w_x=w_x, b=jnp.zeros((3 * hidden_size,), dtype), candidate=candidate)
-
-
-def _hidden_size(params: MinLSTMParams) -> int:
-    return params.b.shape[-1] // 3
+    return _LAYOUT.init(key, input_size, hidden_size, log_space=log_space, input_init=input_init, dtype=dtype)
 
 
 def initial_carry(params: MinLSTMParams, batch_shape: tuple[int, ...] = ()) -> MinLSTMCarry:
     """Zero state, ``h`` of shape ``(*batch_shape, hidden_size)``."""
-    check_params_type(params, MinLSTMParams, "minlstm.initial_carry")
-    return zeros_carry(MinLSTMCarry, params, MinLSTMParams, batch_shape, "minlstm.initial_carry",
-                       hidden_size=_hidden_size(params), dtype=params.w_x.dtype)
-
-
-def _preactivations(params: MinLSTMParams, x: jax.Array) -> list[jax.Array]:
-    z = x @ params.w_x
-    return split_gates(z + lift(params.b, z), 3)
+    return _LAYOUT.initial_carry(params, batch_shape)
 
 
 def _normalised(k_f: jax.Array, k_i: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -119,13 +106,13 @@ def _normalised(k_f: jax.Array, k_i: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 def gates(params: MinLSTMParams, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The normalised gates ``(f', i')`` for ``x`` ``(*batch, input_size)``; ``f' + i' = 1``."""
-    k_f, k_i, _ = _preactivations(params, x)
+    k_f, k_i, _ = _LAYOUT.preactivations(params, x)
     return _normalised(k_f, k_i)
 
 
 def linear_recurrence(params: MinLSTMParams, x: jax.Array) -> tuple[MinLSTMCarry, MinLSTMCarry]:
     """``(a, b)`` with ``h' = a.h ⊙ h + b.h``: ``a = f'``, ``b = i' ⊙ h̃``, each ``(*batch, H)``."""
-    k_f, k_i, k_h = _preactivations(params, x)
+    k_f, k_i, k_h = _LAYOUT.preactivations(params, x)
     forget, inp = _normalised(k_f, k_i)
     return MinLSTMCarry(forget), MinLSTMCarry(inp * params.candidate(k_h))
 
@@ -136,7 +123,7 @@ def log_linear_recurrence(params: MinLSTMParams, x: jax.Array) -> tuple[MinLSTMC
     With ``ρ = log f − log i``: ``log f' = log σ(ρ)``, ``log b = log σ(−ρ) + log g(k_h)``.
     """
     check_log_space(params.candidate, "minlstm")
-    k_f, k_i, k_h = _preactivations(params, x)
+    k_f, k_i, k_h = _LAYOUT.preactivations(params, x)
     log_ratio = jax.nn.log_sigmoid(k_f) - jax.nn.log_sigmoid(k_i)
     return MinLSTMCarry(jax.nn.log_sigmoid(log_ratio)), MinLSTMCarry(jax.nn.log_sigmoid(-log_ratio) + log_g(k_h))
 
@@ -148,12 +135,7 @@ def step(
 
     Returns ``(MinLSTMCarry(h'), h')``, ``h'`` of shape ``(*batch, hidden_size)``.
     """
-    check_params_type(params, MinLSTMParams, "minlstm.step")  # before reading sizes off params
-    check_step(params, MinLSTMParams, carry, MinLSTMCarry, x, "minlstm.step",
-               hidden_size=_hidden_size(params))
-    a, b = linear_recurrence(params, x)
-    h = a.h * carry.h + b.h
-    return MinLSTMCarry(h), h
+    return _LAYOUT.step(linear_recurrence, params, carry, x)
 
 
 def output(params: MinLSTMParams, carry: MinLSTMCarry, x: jax.Array) -> jax.Array:
@@ -164,4 +146,4 @@ def output(params: MinLSTMParams, carry: MinLSTMCarry, x: jax.Array) -> jax.Arra
 
 def output_size(params: MinLSTMParams) -> int:
     """H, the size of ``h`` (the step's output)."""
-    return _hidden_size(params)
+    return _LAYOUT.hidden_size(params)
