@@ -146,7 +146,7 @@ def lag_norms(
     each, bound by LAPACK's tridiagonal reduction); O(16·N²) memory, whatever T. Measured on a
     2-core AVX2 CPU after compilation, ``carry_jacobians`` + ``lag_norms`` at N = 128, T = 64
     (Elman, or LSTM with H = 64), ``jax.vmap`` over 16 sequences: 40–70 ms per sequence as the
-    machine's load varied, 1.7–2.4× faster than SVD norms in the same runs; 64 norms of
+    machine's load varied, 1.7–2.5× faster than SVD norms in the same runs; 64 norms of
     128 × 128 products are most of it. ``python -m experiments vanishing`` prints its cost table.
 
     >>> import functools
