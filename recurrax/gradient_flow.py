@@ -193,7 +193,8 @@ def spectral_norm(matrix: jax.Array) -> jax.Array:
 
     The largest eigenvalue of the smaller Gram matrix, from LAPACK's tridiagonal reduction and
     bisection on that one eigenvalue: the same value as ``jnp.linalg.norm(M, 2)`` (relative
-    difference ~1e-7 in float32), 2–3× faster on CPU, where the SVD computes every singular value.
+    difference ~1e-7 in float32), faster on CPU, where the SVD computes every singular value (64
+    norms of 128 × 128 matrices on a 2-core AVX2 CPU: 29 ms against the SVD's 130–145 ms).
     Scaling by ``max|M|`` first keeps the Gram matrix finite for products that vanish (1e-25) or
     explode (1e+25) in float32. Reverse-mode autodiff is not supported (the bisection is a loop);
     use ``jnp.linalg.norm(M, 2)`` to differentiate.
