@@ -1,19 +1,18 @@
 """recurrax: recurrent neural networks in JAX.
 
-Layers, bottom up: cell families (``elman``, ``lstm``, ``gru``, ``reservoir``, ``mingru``,
-``minlstm``, ``indrnn``, ``lru``, ``ntm``: pure ``init`` / ``initial_carry`` / ``step`` over
-NamedTuples; any user-written family is accepted everywhere, see ``recurrax.cells``),
-``unroll`` (the one ``lax.scan`` time loop), layers and topologies, training (optax steps,
-``fit``, checkpoints, truncated BPTT, data-parallel meshes), Flax NNX shells in
-``recurrax.nnx`` and weight converters in ``recurrax.interop``. Sequence-to-sequence parts: ``vocab`` (tokens and padded
-batches), ``attention`` (Bahdanau and Luong), ``decoding`` (greedy, sampling, beam search),
-``seq2seq`` (encoder–decoder with attention) and ``char_lm`` (character language models).
-Echo state networks: ``esn`` (ridge readouts, free running, diagnostics, sweeps) and
-``timeseries`` (Mackey–Glass, Lorenz, NARMA). Research modules: ``gradient_flow`` (vanishing
-and exploding gradients), ``truncation`` (truncated vs full BPTT), ``hessian_free``
-(Martens–Sutskever optimisation with structural damping), ``parallel`` (parallel-in-time
-evaluation: associative scans, DEER, quasi-DEER, ELK) and ``tasks`` (synthetic long-range,
-pathological and sequence-to-sequence tasks).
+Layers, bottom up (the folders follow them): cell families in ``recurrax.cells`` (``elman``,
+``lstm``, ``gru``, ``reservoir``, ``mingru``, ``minlstm``, ``indrnn``, ``lru``, ``ntm``: pure
+``init`` / ``initial_carry`` / ``step`` over NamedTuples; any user-written family is accepted
+everywhere); ``unroll`` (the one ``lax.scan`` time loop) with ``recurrax.parallel``
+(parallel-in-time evaluation: associative scans, DEER, quasi-DEER, ELK) and
+``recurrax.kernels`` (oneDNN's fused RNN primitives) beside it; layers and topologies;
+``recurrax.training`` (losses, optax steps, ``fit``, checkpoints, truncated BPTT, data-parallel
+meshes, ``hessian_free``); ``recurrax.analysis`` (``gradient_flow``, ``truncation``,
+hand-derived BPTT, ``tasks``); ``recurrax.seq2seq`` (``vocab``, ``attention``, ``decoding``,
+the encoder–decoder model, ``char_lm``); ``recurrax.reservoirs`` (``esn``, ``timeseries``);
+weight converters in ``recurrax.interop`` and Flax NNX shells in ``recurrax.nnx``. The modules
+of the subpackages keep their short paths: ``recurrax.esn``, ``recurrax.gradient_flow``,
+``recurrax.hessian_free``, ``recurrax.tasks``, ... name the same module objects.
 
 >>> import jax, jax.numpy as jnp
 >>> import recurrax
@@ -27,13 +26,13 @@ import sys as _sys
 
 from recurrax import initializers as initializers
 from recurrax._activations import Activation as Activation
-from recurrax._bptt_reference import elman_bptt as elman_bptt
+from recurrax.analysis._bptt_reference import elman_bptt as elman_bptt
 from recurrax._checks import check_lengths as check_lengths
-from recurrax._sharding import data_mesh as data_mesh
-from recurrax._sharding import replicate as replicate
-from recurrax._sharding import shard_batch as shard_batch
-from recurrax._bptt_reference import elman_readout_bptt as elman_readout_bptt
-from recurrax._bptt_reference import lstm_bptt as lstm_bptt
+from recurrax.training._sharding import data_mesh as data_mesh
+from recurrax.training._sharding import replicate as replicate
+from recurrax.training._sharding import shard_batch as shard_batch
+from recurrax.analysis._bptt_reference import elman_readout_bptt as elman_readout_bptt
+from recurrax.analysis._bptt_reference import lstm_bptt as lstm_bptt
 from recurrax._layers import BidirectionalParams as BidirectionalParams
 from recurrax._layers import DenseParams as DenseParams
 from recurrax._layers import EmbeddingParams as EmbeddingParams
@@ -58,15 +57,15 @@ from recurrax._layers import rnn_initial_carry as rnn_initial_carry
 from recurrax._layers import stack as stack
 from recurrax._layers import stack_initial_carries as stack_initial_carries
 from recurrax._layers import stack_step as stack_step
-from recurrax._losses import sequence_cross_entropy as sequence_cross_entropy
-from recurrax._losses import sequence_mse as sequence_mse
-from recurrax._losses import sequence_nll as sequence_nll
-from recurrax._checkpoint import CheckpointError as CheckpointError
-from recurrax._checkpoint import checkpoint_steps as checkpoint_steps
-from recurrax._checkpoint import restore_checkpoint as restore_checkpoint
-from recurrax._checkpoint import save_checkpoint as save_checkpoint
-from recurrax._tbptt import make_tbptt_train_step as make_tbptt_train_step
-from recurrax._tbptt import truncated_gradient as truncated_gradient
+from recurrax.training._losses import sequence_cross_entropy as sequence_cross_entropy
+from recurrax.training._losses import sequence_mse as sequence_mse
+from recurrax.training._losses import sequence_nll as sequence_nll
+from recurrax.training._checkpoint import CheckpointError as CheckpointError
+from recurrax.training._checkpoint import checkpoint_steps as checkpoint_steps
+from recurrax.training._checkpoint import restore_checkpoint as restore_checkpoint
+from recurrax.training._checkpoint import save_checkpoint as save_checkpoint
+from recurrax.training._tbptt import make_tbptt_train_step as make_tbptt_train_step
+from recurrax.training._tbptt import truncated_gradient as truncated_gradient
 from recurrax._topologies import Encoded as Encoded
 from recurrax._topologies import Generated as Generated
 from recurrax._topologies import encode as encode
@@ -75,14 +74,14 @@ from recurrax._topologies import last_outputs as last_outputs
 from recurrax._topologies import many_to_many as many_to_many
 from recurrax._topologies import many_to_one as many_to_one
 from recurrax._topologies import teaching_mask as teaching_mask
-from recurrax._training import FitResult as FitResult
-from recurrax._training import TrainState as TrainState
-from recurrax._training import apply_gradients as apply_gradients
-from recurrax._training import default_optimizer as default_optimizer
-from recurrax._training import fit as fit
-from recurrax._training import init_train_state as init_train_state
-from recurrax._training import make_train_step as make_train_step
-from recurrax._training import sgd_momentum as sgd_momentum
+from recurrax.training._train import FitResult as FitResult
+from recurrax.training._train import TrainState as TrainState
+from recurrax.training._train import apply_gradients as apply_gradients
+from recurrax.training._train import default_optimizer as default_optimizer
+from recurrax.training._train import fit as fit
+from recurrax.training._train import init_train_state as init_train_state
+from recurrax.training._train import make_train_step as make_train_step
+from recurrax.training._train import sgd_momentum as sgd_momentum
 from recurrax._unroll import sequence_mask as sequence_mask
 from recurrax._unroll import unroll as unroll
 from recurrax._unroll import unroll_cell as unroll_cell
@@ -122,27 +121,34 @@ from recurrax.cells.minlstm import MinLSTMParams as MinLSTMParams
 __version__ = "0.1.0"
 
 # Modules used by name (``recurrax.tasks.adding_problem``), importable as attributes.
-from recurrax import attention as attention  # noqa: E402
-from recurrax import char_lm as char_lm  # noqa: E402
-from recurrax import decoding as decoding  # noqa: E402
-from recurrax import esn as esn  # noqa: E402
-from recurrax import gradient_flow as gradient_flow  # noqa: E402
-from recurrax import hessian_free as hessian_free  # noqa: E402
-from recurrax import kernels as kernels  # noqa: E402
-from recurrax import parallel as parallel  # noqa: E402
-from recurrax import seq2seq as seq2seq  # noqa: E402
-from recurrax import tasks as tasks  # noqa: E402
-from recurrax import timeseries as timeseries  # noqa: E402
-from recurrax import truncation as truncation  # noqa: E402
-from recurrax import vocab as vocab  # noqa: E402
+from recurrax import analysis as analysis  # noqa: E402
 from recurrax import cells as cells  # noqa: E402
-from recurrax import nnx as nnx  # noqa: E402
 from recurrax import interop as interop  # noqa: E402
+from recurrax import kernels as kernels  # noqa: E402
+from recurrax import nnx as nnx  # noqa: E402
+from recurrax import parallel as parallel  # noqa: E402
+from recurrax import reservoirs as reservoirs  # noqa: E402
+from recurrax import seq2seq as seq2seq  # noqa: E402
+from recurrax import training as training  # noqa: E402
+from recurrax.analysis import gradient_flow as gradient_flow  # noqa: E402
+from recurrax.analysis import tasks as tasks  # noqa: E402
+from recurrax.analysis import truncation as truncation  # noqa: E402
+from recurrax.reservoirs import esn as esn  # noqa: E402
+from recurrax.reservoirs import timeseries as timeseries  # noqa: E402
+from recurrax.seq2seq import attention as attention  # noqa: E402
+from recurrax.seq2seq import char_lm as char_lm  # noqa: E402
+from recurrax.seq2seq import decoding as decoding  # noqa: E402
+from recurrax.seq2seq import vocab as vocab  # noqa: E402
+from recurrax.training import hessian_free as hessian_free  # noqa: E402
 
-# The cell families live in ``recurrax.cells``; alias them so that ``import recurrax.lstm`` works
-# as ``from recurrax import lstm`` does (the docs use both).
+# The short public paths of modules that live in subpackages: ``import recurrax.lstm`` and
+# ``from recurrax.esn import fit`` work as ``from recurrax import lstm`` does (the docs use both),
+# and name the same module object as the long path (``recurrax.reservoirs.esn``).
 for _name in ("elman", "lstm", "gru", "reservoir", "mingru", "minlstm", "indrnn", "lru", "ntm"):
     _sys.modules[f"{__name__}.{_name}"] = getattr(cells, _name)
+for _name in ("gradient_flow", "tasks", "truncation", "esn", "timeseries", "attention", "char_lm",
+              "decoding", "vocab", "hessian_free"):
+    _sys.modules[f"{__name__}.{_name}"] = globals()[_name]
 del _name
 
 __all__ = [
@@ -166,5 +172,5 @@ __all__ = [
     "check_lengths", "last_outputs", "data_mesh", "replicate", "shard_batch", "nnx", "interop",
     "mingru", "MinGRUCarry", "MinGRUParams", "minlstm", "MinLSTMCarry", "MinLSTMParams",
     "indrnn", "IndRNNCarry", "IndRNNParams", "lru", "LRUCarry", "LRUParams",
-    "hessian_free", "kernels", "parallel",
+    "hessian_free", "kernels", "parallel", "analysis", "reservoirs", "training",
 ]

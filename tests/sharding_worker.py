@@ -139,7 +139,7 @@ def parallel(out: pathlib.Path) -> None:
     import numpy as np
 
     import recurrax
-    from recurrax import _sharding
+    from recurrax.training import _sharding
 
     results: dict = {}
     started = time.perf_counter()
@@ -346,7 +346,7 @@ def distributed(out: pathlib.Path, process_id: int, port: int, crash_at: int = 0
     import numpy as np
 
     import recurrax
-    from recurrax import _sharding
+    from recurrax.training import _sharding
 
     assert jax.process_count() == 2 and len(jax.devices()) == 8 and len(jax.local_devices()) == 4
     mesh = _sharding.data_mesh()

@@ -102,7 +102,7 @@ def test_nan_stop_checkpoints_the_last_finite_state(tmp_path):
 def test_a_time_budget_stops_like_an_interrupt_and_the_run_resumes(tmp_path, monkeypatch):
     import types
 
-    from recurrax import _training
+    from recurrax.training import _train as _training
 
     uninterrupted = recurrax.fit(_state(), TRAIN_STEP, _batch, num_steps=6, progress=False).state
     clock = iter(range(100))   # one second per reading: fit reads it at the start and after each step

@@ -79,3 +79,69 @@ def test_no_import_cycles():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# Where each capability lives (../shared/DESIGN.md, "Keeping the house legible") and the short
+# public path it keeps.
+SUBPACKAGE_MODULES = {
+    "recurrax.training": ["_train", "_losses", "_checkpoint", "_tbptt", "_sharding", "hessian_free"],
+    "recurrax.analysis": ["gradient_flow", "truncation", "tasks", "_bptt_reference"],
+    "recurrax.seq2seq": ["_model", "vocab", "attention", "decoding", "char_lm"],
+    "recurrax.reservoirs": ["esn", "timeseries"],
+}
+SHORT_PATHS = {
+    "recurrax.hessian_free": "recurrax.training.hessian_free",
+    "recurrax.gradient_flow": "recurrax.analysis.gradient_flow",
+    "recurrax.truncation": "recurrax.analysis.truncation",
+    "recurrax.tasks": "recurrax.analysis.tasks",
+    "recurrax.vocab": "recurrax.seq2seq.vocab",
+    "recurrax.attention": "recurrax.seq2seq.attention",
+    "recurrax.decoding": "recurrax.seq2seq.decoding",
+    "recurrax.char_lm": "recurrax.seq2seq.char_lm",
+    "recurrax.esn": "recurrax.reservoirs.esn",
+    "recurrax.timeseries": "recurrax.reservoirs.timeseries",
+    "recurrax.lstm": "recurrax.cells.lstm",
+}
+
+
+def test_the_tree_groups_modules_by_capability():
+    modules = _modules()
+    for package, names in SUBPACKAGE_MODULES.items():
+        for name in names:
+            assert f"{package}.{name}" in modules, f"{package}.{name} missing from the tree"
+    flat = sorted(p.name for p in ROOT.glob("*.py"))
+    assert flat == ["__init__.py", "_activations.py", "_checks.py", "_layers.py", "_rnn_params.py",
+                    "_topologies.py", "_unroll.py", "initializers.py", "nnx.py"], flat
+
+
+def test_the_short_public_paths_name_the_same_modules():
+    import importlib
+
+    for short, long in SHORT_PATHS.items():
+        assert importlib.import_module(short) is importlib.import_module(long), short
+    from recurrax.esn import fit as short_fit
+    from recurrax.reservoirs.esn import fit
+
+    assert short_fit is fit
+    import recurrax
+
+    assert recurrax.seq2seq.init_seq2seq is importlib.import_module("recurrax.seq2seq._model").init_seq2seq
+    assert recurrax.fit is recurrax.training.fit and recurrax.hessian_free is recurrax.training.hessian_free
+
+
+def test_every_entry_of_the_slow_tier_names_a_test():
+    """A renamed or removed test must leave tests/slow_tests.txt too (else its entry marks nothing)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT.parent / "tests"))
+    from conftest import slow_test_ids
+
+    tests = ROOT.parent / "tests"
+    defined = {}
+    for test_id in slow_test_ids():
+        file, _, function = test_id.partition("::")
+        function = function.split("[")[0]
+        if file not in defined:
+            tree = ast.parse((tests.parent / file).read_text(encoding="utf-8"))
+            defined[file] = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+        assert function in defined[file], f"tests/slow_tests.txt lists {test_id}, which {file} no longer defines"

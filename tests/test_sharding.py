@@ -23,7 +23,7 @@ import pytest
 import sharding_worker as worker
 
 import recurrax
-from recurrax import _sharding
+from recurrax.training import _sharding
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKER = str(ROOT / "tests" / "sharding_worker.py")

@@ -33,7 +33,7 @@ import numpy as np
 import scipy.linalg
 from jax.sharding import PartitionSpec as P
 
-from recurrax import _sharding
+from recurrax.training import _sharding
 from recurrax._checks import check_array, check_positive_int, is_traced
 from recurrax._unroll import unroll
 from recurrax.cells import reservoir

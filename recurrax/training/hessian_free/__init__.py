@@ -70,13 +70,13 @@ References: J. Martens, "Deep learning via Hessian-free optimization", ICML 2010
 and I. Sutskever, "Learning recurrent neural networks with Hessian-free optimization", ICML 2011.
 """
 
-from recurrax.hessian_free._cg import CGResult as CGResult
-from recurrax.hessian_free._cg import conjugate_gradient as conjugate_gradient
-from recurrax.hessian_free._cg import save_schedule as save_schedule
-from recurrax.hessian_free._losses import HIDDEN_LOSSES as HIDDEN_LOSSES
-from recurrax.hessian_free._losses import LOSSES as LOSSES
-from recurrax.hessian_free._optimizer import HessianFree as HessianFree
-from recurrax.hessian_free._optimizer import HFState as HFState
+from recurrax.training.hessian_free._cg import CGResult as CGResult
+from recurrax.training.hessian_free._cg import conjugate_gradient as conjugate_gradient
+from recurrax.training.hessian_free._cg import save_schedule as save_schedule
+from recurrax.training.hessian_free._losses import HIDDEN_LOSSES as HIDDEN_LOSSES
+from recurrax.training.hessian_free._losses import LOSSES as LOSSES
+from recurrax.training.hessian_free._optimizer import HessianFree as HessianFree
+from recurrax.training.hessian_free._optimizer import HFState as HFState
 
 __all__ = [
            "HIDDEN_LOSSES",

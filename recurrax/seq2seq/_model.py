@@ -1,26 +1,4 @@
-"""Encoder–decoder models with optional attention (Sutskever et al. 2014; Luong et al. 2015).
-
-Encoder: source embedding → any stack (deep, bidirectional, any cells) over the padded source.
-Its top layer's final state (forward and backward concatenated for a bidirectional top layer) is
-the context vector; each decoder layer starts from it, through a learned bridge
-``h_0 = tanh(context W + b)`` when the sizes differ (identity when they match; an LSTM
-decoder's cell state starts at zero).
-
-Decoder step, from the previous target token ``y_{t-1}``:
-
-    s_t = stack_step(decoder, embed(y_{t-1}))
-    without attention:  logits_t = s_t W_o + b_o
-    with attention:     c_t, α_t = attend(s_t, encoder states, source mask)
-                        h̃_t = tanh([s_t; c_t] W_c + b_c),  logits_t = h̃_t W_o + b_o
-
-(Luong's "global attention" with any of the additive, dot or general scores). Training uses
-teacher forcing: decoder inputs ``<sos> y_1 … y_n``, targets ``y_1 … y_n <eos>``, loss over the
-``n + 1`` valid steps; ``sampling_ratio`` > 0 feeds the model's own previous prediction instead
-of the true token with that probability (scheduled sampling, Bengio et al. 2015). Decoding uses
-``recurrax.decoding`` (greedy, sampling, beam search) with the same decoder step.
-
-Token ids follow ``recurrax.vocab``: ``<pad>`` 0, ``<sos>`` 1, ``<eos>`` 2.
-"""
+"""The encoder–decoder model, documented and re-exported by ``recurrax.seq2seq`` (the package)."""
 
 from __future__ import annotations
 
@@ -30,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recurrax import attention as attn
-from recurrax import decoding
+from recurrax.seq2seq import attention as attn
+from recurrax.seq2seq import decoding
 from recurrax._checks import check_array, check_int_range, check_lengths, is_traced
 from recurrax._layers import (
     DenseParams,
@@ -48,9 +26,9 @@ from recurrax._layers import (
     _run_stack,
 )
 from recurrax._topologies import pick_last
-from recurrax._losses import sequence_cross_entropy
+from recurrax.training._losses import sequence_cross_entropy
 from recurrax._unroll import sequence_mask
-from recurrax.vocab import EOS_ID, PAD_ID, SOS_ID
+from recurrax.seq2seq.vocab import EOS_ID, PAD_ID, SOS_ID
 
 
 class Seq2SeqParams(NamedTuple):

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from recurrax._sharding import jit_data_parallel
+from recurrax.training._sharding import jit_data_parallel
 
 LossFn = Callable[[Any, Any, jax.Array], jax.Array]
 
@@ -94,7 +94,7 @@ def make_train_step(
     so the result equals the one-device step (up to float rounding) whatever the device count;
     random numbers drawn from the step's key over the whole batch (``dropout``) are the same
     too. The step places the state and batch on the mesh itself (``replicate``,
-    ``shard_batch``), so ``fit`` needs nothing more; see ``recurrax._sharding``.
+    ``shard_batch``), so ``fit`` needs nothing more; see ``recurrax.training._sharding``.
 
     >>> import jax.numpy as jnp
     >>> optimizer = default_optimizer(0.1)
@@ -176,7 +176,7 @@ def _check_checkpoint_dir(directory: Optional[str], state: TrainState) -> Option
     """Refuse a directory with checkpoints past ``state.step``; return the step already saved."""
     if directory is None:
         return None
-    from recurrax._checkpoint import CheckpointError, checkpoint_steps
+    from recurrax.training._checkpoint import CheckpointError, checkpoint_steps
 
     steps = checkpoint_steps(directory)
     step = int(state.step)
@@ -189,7 +189,7 @@ def _check_checkpoint_dir(directory: Optional[str], state: TrainState) -> Option
 
 
 def _save(directory: str, state: TrainState, max_to_keep: Optional[int]) -> int:
-    from recurrax._checkpoint import save_checkpoint
+    from recurrax.training._checkpoint import save_checkpoint
 
     save_checkpoint(directory, state, max_to_keep=max_to_keep)
     return int(state.step)

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from recurrax._checks import check_array, check_positive_int
-from recurrax.vocab import PAD_ID, SOS_ID
+from recurrax.seq2seq.vocab import PAD_ID, SOS_ID
 
 StepFn = Callable[[Any, jax.Array], tuple[Any, jax.Array]]
 STRATEGIES = ("greedy", "sample", "beam")

@@ -34,8 +34,8 @@ import jax.numpy as jnp
 import optax
 
 from recurrax._checks import check_array, check_positive_int
-from recurrax._sharding import jit_data_parallel
-from recurrax._training import TrainState, apply_gradients
+from recurrax.training._sharding import jit_data_parallel
+from recurrax.training._train import TrainState, apply_gradients
 from recurrax._unroll import unroll, valid_steps
 
 ModelStep = Callable[[Any, Any, jax.Array], tuple[Any, jax.Array]]

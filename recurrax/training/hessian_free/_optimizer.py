@@ -11,9 +11,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from recurrax._layers import forward_mode as layers_in_forward_mode
-from recurrax._training import TrainState
-from recurrax.hessian_free._cg import _add, _dot, _scale, conjugate_gradient
-from recurrax.hessian_free._losses import HIDDEN_LOSSES, LOSSES, _choice
+from recurrax.training._train import TrainState
+from recurrax.training.hessian_free._cg import _add, _dot, _scale, conjugate_gradient
+from recurrax.training.hessian_free._losses import HIDDEN_LOSSES, LOSSES, _choice
 
 ModelFn = Callable[[Any, Any], tuple]  # (params, inputs) -> (outputs (B, ..., C), hiddens pytree)
 

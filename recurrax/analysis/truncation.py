@@ -27,9 +27,9 @@ import numpy as np
 import optax
 
 from recurrax._checks import check_positive_int
-from recurrax._tbptt import ModelStep, StepLoss, truncated_gradient
-from recurrax._training import apply_gradients, init_train_state
-from recurrax.tasks import Task
+from recurrax.training._tbptt import ModelStep, StepLoss, truncated_gradient
+from recurrax.training._train import apply_gradients, init_train_state
+from recurrax.analysis.tasks import Task
 
 InitialCarry = Callable[[Any, tuple[int, ...]], Any]
 

@@ -26,7 +26,7 @@ from recurrax._layers import (
     stack,
     stack_initial_carries,
 )
-from recurrax._losses import sequence_cross_entropy
+from recurrax.training._losses import sequence_cross_entropy
 from recurrax._topologies import generate, many_to_many
 
 
