@@ -22,7 +22,7 @@ each checked against ``recurrax.rnn`` (largest absolute difference printed) befo
    ``bidirectional_shapes``.
 
 Nothing here changes recurrax; the study is the evidence behind what it does and does not do
-(see the README's performance section).
+(see docs/guides/performance.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Initialisers for recurrent weights.
 
-Conventions (see DESIGN.md): kernels are stored ``(in_features, out_features)`` and applied as
-``x @ W``. Fused gate matrices hold ``num_blocks`` blocks of ``hidden_size`` columns side by side,
+Conventions (docs/architecture.md): kernels are stored ``(in_features, out_features)`` and applied
+as ``x @ W``. Fused gate matrices hold ``num_blocks`` blocks of ``hidden_size`` columns side by side,
 and every initialiser here works *per gate block*: a fused recurrent kernel
 ``(H, num_blocks * H)`` gets an independent orthogonal ``(H, H)`` matrix per gate, so each gate's
 recurrence is orthogonal, which orthogonalising the fused ``(H, 4H)`` matrix as a whole (as Flax

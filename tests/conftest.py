@@ -82,3 +82,20 @@ def pytest_unconfigure(config):
     """The process that made a run-only cache directory removes it."""
     if getattr(config, "_recurrax_owns_cache", False):
         shutil.rmtree(os.environ.pop(_TEMPORARY_CACHE_ENV), ignore_errors=True)
+
+
+SLOW_TESTS = os.path.join(os.path.dirname(__file__), "slow_tests.txt")
+
+
+def slow_test_ids() -> set:
+    """The test ids of the slow tier (``tests/slow_tests.txt``: seconds, then the id)."""
+    with open(SLOW_TESTS, encoding="utf-8") as listing:
+        return {line.split(None, 1)[1].strip() for line in listing if line.strip() and not line.startswith("#")}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the slow tier ``slow``, so that ``-m "not slow"`` (the README's command) leaves it out."""
+    slow = slow_test_ids()
+    for item in items:
+        if item.nodeid in slow:
+            item.add_marker(pytest.mark.slow)

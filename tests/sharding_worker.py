@@ -14,7 +14,7 @@ data-parallel params as ``params8.npz`` and a checkpoint written from 8 devices 
 ``params_distributed.npz``. ``detection`` starts such a pair once per heartbeat timeout ``S``
 (seconds, ``jax.distributed.initialize(heartbeat_timeout_seconds=S)``; default 100, JAX's own, and
 10), kills process 1 at step 3 and prints how long process 0 ran on and how it ended: the figures
-of the README's multi-host paragraph. The model, data and loss are defined here once and
+of the multi-host paragraph of docs/guides/distributed.md. The model, data and loss are defined here once and
 imported by the test for its single-device reference run.
 """
 

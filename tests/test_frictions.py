@@ -1,4 +1,4 @@
-"""Frictions without a topic file of their own: what the README says must be what the code does."""
+"""Frictions without a topic file of their own: what the docs say must be what the code does."""
 
 import pathlib
 
@@ -7,7 +7,11 @@ import numpy as np
 
 import recurrax
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# The README's sections moved to the documentation site (docs/): the conventions to the
+# architecture page, the multi-host paragraph to the guide on several devices and hosts.
+CONVENTIONS = ROOT / "docs" / "architecture.md"
+MULTI_HOST = ROOT / "docs" / "guides" / "distributed.md"
 
 
 def _sigmoid(z):
@@ -25,8 +29,8 @@ def _cho_gru(params, h, x):
     return z * h + (1 - z) * candidate
 
 
-def test_readme_states_that_the_reset_before_update_gate_is_the_opposite_of_cho_et_al():
-    text = " ".join(README.read_text(encoding="utf-8").split())
+def test_docs_state_that_the_reset_before_update_gate_is_the_opposite_of_cho_et_al():
+    text = " ".join(CONVENTIONS.read_text(encoding="utf-8").split())
     assert ("`h' = (1 − z) ⊙ h + z ⊙ h̃`, the opposite of Cho et al.'s eq. 7 (`h' = z ⊙ h + (1 − z) ⊙ h̃`); "
             "negate the z-gate's weights and bias to convert between them.") in text
     keys = jax.random.split(jax.random.key(0), 4)
@@ -101,11 +105,11 @@ def test_layers_pass_segment_length_through():
         recurrax.rnn(layer, jnp.ones((2, 7, 8)), segment_length=2)
 
 
-def test_readme_multi_host_advice_matches_the_killed_peer_test():
+def test_docs_multi_host_advice_matches_the_killed_peer_test():
     # The README said "about 100 s"; a killed peer was noticed after 53-76 s at JAX's default
-    # heartbeat. It now advises the timeout that tests/test_sharding.py runs with and measures.
-    text = " ".join(README.read_text(encoding="utf-8").split())
-    sharding_test = (README.parent / "tests" / "test_sharding.py").read_text(encoding="utf-8")
+    # heartbeat. The docs now advise the timeout that tests/test_sharding.py runs with and measures.
+    text = " ".join(MULTI_HOST.read_text(encoding="utf-8").split())
+    sharding_test = (ROOT / "tests" / "test_sharding.py").read_text(encoding="utf-8")
     assert "heartbeat_timeout_seconds=10)" in text and '"--heartbeat", "10"' in sharding_test
     assert "about 100 s" not in text
     assert "python tests/sharding_worker.py detection OUT 100 10 5" in text

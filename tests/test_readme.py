@@ -1,11 +1,13 @@
-"""The README's quickstart runs, and its set-up commands are the ones CI runs.
+"""The README's example runs, and its set-up commands are the ones CI runs.
 
-Every ```python block of README.md is executed in order in one namespace, so a renamed function
-or a changed shape breaks this test instead of a reader's first session. The two ```bash blocks
-are the documented set-up commands; the test command's pytest invocation must be what
-``.ci/run`` runs, so the documented command is the tested one.
+Every ```python block of README.md (its first example) is executed in order in one namespace, so
+a renamed function or a changed shape breaks this test instead of a reader's first session. The
+two ```bash blocks are the documented set-up commands; the test command's pytest invocation must
+be what ``.ci/run`` runs, so the documented command is the tested one. The rest of what the
+README used to hold (the quickstart, writing a cell, training, interop, the results) lives in
+``docs/``, whose Python blocks ``tests/test_site.py`` runs the same way, page by page.
 
-The quickstart runs under JAX's default promotion rules, as in a reader's fresh interpreter, not
+The example runs under JAX's default promotion rules, as in a reader's fresh interpreter, not
 under the strict rules ``conftest.py`` sets for the library's own tests.
 """
 
@@ -26,7 +28,7 @@ MAIN_COMMAND = (
 )
 TEST_COMMAND = (
     'python3 -m venv .venv && .venv/bin/pip install -e ".[dev]" && .venv/bin/python -m pytest -q -n auto'
-    " --dist loadfile"
+    ' --dist loadfile -m "not slow"'
 )
 
 _FENCE = re.compile(r"^```([\w+-]*)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
@@ -49,7 +51,7 @@ def test_quickstart_runs():
     before = recurrax.registered_cells()
     try:
         exec_in_order(blocks, "README.md")
-    finally:  # the README registers a cell of its own: leave the registry as other tests saw it
+    finally:  # an example may register a cell of its own: leave the registry as other tests saw it
         for name in set(recurrax.registered_cells()) - set(before):
             recurrax.unregister_cell(name)
 
@@ -67,13 +69,17 @@ def _pytest_part(command: str) -> list[str]:
 
 
 def test_ci_runs_the_readme_test_command():
+    """.ci/run runs the README's command (the fast tier), then the slow tier, with the same options."""
     readme_tests = fenced_blocks(_readme(), "bash")[1].strip()
-    pytest_args = _pytest_part(readme_tests)  # ["-m", "pytest", "-q", "-n", "auto", ...]
+    pytest_args = _pytest_part(readme_tests)  # ["-m", "pytest", "-q", "-n", "auto", ..., "-m", "not slow"]
+    assert pytest_args[-2:] == ["-m", "not slow"], pytest_args
     script = CI_SCRIPT.read_text(encoding="utf-8")
-    invocation = " ".join(pytest_args)
+    invocation = " ".join(pytest_args[:-2]) + ' -m "$marks"'
     assert re.search(rf"python\"?\s+{re.escape(invocation)}(\s|$)", script, re.MULTILINE), (
         f"{CI_SCRIPT} does not run '<python> {invocation}', the README's test command"
     )
+    assert re.search(r'^run_tier fast "not slow"', script, re.MULTILINE), "CI must run the README's tier"
+    assert re.search(r'^run_tier slow "slow"', script, re.MULTILINE), "CI must run the slow tier too"
     assert "pip install -e \".[dev]\"" in script, f"{CI_SCRIPT} does not install .[dev]"
     assert "set -euo pipefail" in script
     assert CI_SCRIPT.stat().st_mode & 0o111, f"{CI_SCRIPT} is not executable"

@@ -25,6 +25,9 @@ import sharding_worker as worker
 import recurrax
 from recurrax.training import _sharding
 
+# The slow tier (see tests/slow_tests.txt): the tests share 8-device and multi-process workers.
+pytestmark = pytest.mark.slow
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKER = str(ROOT / "tests" / "sharding_worker.py")
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}  # and the suite's compilation cache (tests/conftest.py)
@@ -235,9 +238,9 @@ def test_two_processes_train_like_one(tmp_path):
 
 def test_killed_process_stops_its_peer_and_the_run_resumes(tmp_path):
     # Process 1 dies (SIGKILL) when about to take step 3; the survivor is aborted (SIGABRT) by the
-    # coordination service once the heartbeat times out: heartbeat_timeout_seconds=10, as the
-    # README advises, measured 9.5 s (JAX's default 100: 63 s). The checkpoint of step 3 is
-    # intact, and a restarted pair resumes there and ends where one process does.
+    # coordination service once the heartbeat times out: heartbeat_timeout_seconds=10, as
+    # docs/guides/distributed.md advises, measured 9.5 s (JAX's default 100: 63 s). The checkpoint
+    # of step 3 is intact, and a restarted pair resumes there and ends where one process does.
     with _two_processes(tmp_path, "--crash-at", "3", "--heartbeat", "10") as (procs, logs):
         killed = procs[1].wait(timeout=100)
         died = time.monotonic()

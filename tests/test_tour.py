@@ -23,6 +23,9 @@ import pytest
 
 from experiments import EXPERIMENTS, tour
 
+# The slow tier (see tests/slow_tests.txt): every test reads one `tour --quick` run (~2 min).
+pytestmark = pytest.mark.slow
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -1,6 +1,6 @@
 """Training: losses, optax steps, ``fit``, checkpoints, truncated BPTT, meshes, Hessian-free.
 
-The fourth layer of the library (``../DESIGN.md``): everything here takes a model as a loss
+The fourth layer of the library (docs/architecture.md): everything here takes a model as a loss
 function of its params, and knows cells and layers only through them.
 
 - ``_losses``: masked per-step losses (``sequence_cross_entropy``, ``sequence_mse``,
