@@ -10,9 +10,10 @@ Usage (from the repository root, on a quiet 2-core machine, with a cold compilat
 A test case whose setup + call + teardown took at least the threshold (3 s by default) joins the
 slow tier. The second pass (``--add``, on a run of the fast tier alone) adds the cases that became
 slow once the others left: compilation shared between tests moves to the next test that needs it.
-Modules whose cost sits in a module-scoped fixture (the tour's run, the multi-device workers) are
-marked whole, by a ``pytestmark`` of their own. The tiers decide only which command runs a test, never what it checks: the README's
-test command runs the fast tier (``-m "not slow"``), ``.ci/run`` runs both.
+Tests whose cost sits in a module-scoped fixture (the tour's run, the multi-device workers, the
+site's build) are marked in their own modules instead. The tiers decide only which command runs
+a test, never what it checks: the README's test command runs the fast tier (``-m "not slow"``),
+``.ci/run`` runs both.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ import re
 LIST = pathlib.Path(__file__).resolve().parent / "slow_tests.txt"
 HEADER = """\
 # The slow tier: test cases whose setup + call + teardown took at least the threshold of the pass
-# that listed them (3 s over the whole suite, then 4 s over the fast tier alone: the second pass
-# ran on a loaded machine) in cold runs on 2 cores. conftest.py marks them `slow`; the README's
-# test command runs the rest (-m "not slow"), .ci/run runs both tiers. test_tour.py and
-# test_sharding.py are marked whole by their own pytestmark. Regenerate with
-# tests/select_slow.py (its docstring gives the commands); test_layout.py checks that every entry
-# names a test.
+# that listed them, in cold runs on 2 cores: 3 s over the whole suite, then over the fast tier
+# alone 4 s (on a loaded machine) and 6 s (in a clean-clone run of .ci/run). conftest.py marks
+# them `slow`; the README's test command runs the rest (-m "not slow"), .ci/run runs both tiers.
+# Tests whose cost sits in a shared fixture are marked in their modules instead (test_tour.py
+# and test_sharding.py whole, test_site.py's builds and pages): a list would move that cost to
+# the next test. Regenerate with tests/select_slow.py (its docstring gives the commands);
+# test_layout.py checks that every entry names a test.
 # seconds  test
 """
 

@@ -43,8 +43,9 @@ from pathlib import Path
 import pytest
 from snippets import exec_in_order
 
-# The slow tier (see tests/slow_tests.txt): a strict build (~10 s) and every page's blocks (~60 s).
-pytestmark = pytest.mark.slow
+# The builds (~10 s each) and the pages' blocks (~60 s cold) are in the slow tier (see
+# tests/slow_tests.txt); the checks of the pages' text run in the fast tier.
+slow = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -129,6 +130,7 @@ def _anchors(site_dir: Path) -> dict[str, str]:
     return anchors
 
 
+@slow
 def test_the_site_builds_strictly_with_the_api_and_the_notebooks(site):
     layers = (site / "api" / "recurrax" / "layers.html").read_text(encoding="utf-8")
     assert 'id="recurrax.rnn"' in layers and 'id="recurrax.init_stack"' in layers
@@ -146,6 +148,7 @@ def test_the_site_builds_strictly_with_the_api_and_the_notebooks(site):
     assert not (site / "hooks.py").exists(), "the build's own hooks are not site content"
 
 
+@slow
 def test_docstring_examples_render_as_code(site):
     unroll = (site / "api" / "recurrax" / "unroll.html").read_text(encoding="utf-8")
     assert "<blockquote>" not in unroll  # bare >>> lines would be nested block quotes
@@ -183,6 +186,7 @@ def _public_path(obj) -> str:
     return ".".join(part for part in parts if not part.startswith("_"))
 
 
+@slow
 def test_every_public_name_is_in_the_api_reference(site):
     anchors = _anchors(site)
     missing = []
@@ -201,6 +205,7 @@ def test_every_public_name_is_in_the_api_reference(site):
     assert not missing, f"public names without an entry in the API reference: {missing}"
 
 
+@slow
 def test_strict_build_fails_on_broken_links_anchors_and_references(tmp_path):
     """The same ``strict`` and ``validation`` settings reject each kind of breakage by name."""
     import yaml
@@ -249,6 +254,7 @@ def test_the_guides_have_code_that_runs():
         assert python_blocks((DOCS / "guides" / f"{page}.md").read_text(encoding="utf-8")), page
 
 
+@slow
 @pytest.mark.parametrize(
     "page", [p for p in PAGES if python_blocks(p.read_text(encoding="utf-8"))],
     ids=lambda p: str(p.relative_to(DOCS)),
