@@ -54,7 +54,7 @@ class Entry:
       numbers: ``results -> [(quantity, value), ...]``, the key numbers of the study's results.
       verdict: ``results -> bool``, whether the expectation was met.
       figures: the files the study draws in its output folder, shown in this order.
-      full_time: the full study's wall time on the 2-core development machine (README).
+      full_time: the full study's wall time on the 2-core development machine (docs/results/).
     """
 
     name: str

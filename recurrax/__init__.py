@@ -3,7 +3,7 @@
 Layers, bottom up (the folders follow them): cell families in ``recurrax.cells`` (``elman``,
 ``lstm``, ``gru``, ``reservoir``, ``mingru``, ``minlstm``, ``indrnn``, ``lru``, ``ntm``: pure
 ``init`` / ``initial_carry`` / ``step`` over NamedTuples; any user-written family is accepted
-everywhere); ``unroll`` (the one ``lax.scan`` time loop) with ``recurrax.parallel``
+everywhere); ``unroll`` (the time loop of every layer) with ``recurrax.parallel``
 (parallel-in-time evaluation: associative scans, DEER, quasi-DEER, ELK) and
 ``recurrax.kernels`` (oneDNN's fused RNN primitives) beside it; layers and topologies;
 ``recurrax.training`` (losses, optax steps, ``fit``, checkpoints, truncated BPTT, data-parallel

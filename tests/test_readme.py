@@ -43,7 +43,7 @@ def _readme() -> str:
     return README.read_text(encoding="utf-8")
 
 
-def test_quickstart_runs():
+def test_first_example_runs():
     blocks = fenced_blocks(_readme(), "python")
     assert blocks, "README.md has no ```python blocks"
     import recurrax
