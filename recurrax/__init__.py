@@ -26,13 +26,13 @@ import sys as _sys
 
 from recurrax import initializers as initializers
 from recurrax._activations import Activation as Activation
-from recurrax.analysis._bptt_reference import elman_bptt as elman_bptt
+from recurrax.analysis import elman_bptt as elman_bptt
 from recurrax._checks import check_lengths as check_lengths
-from recurrax.training._sharding import data_mesh as data_mesh
-from recurrax.training._sharding import replicate as replicate
-from recurrax.training._sharding import shard_batch as shard_batch
-from recurrax.analysis._bptt_reference import elman_readout_bptt as elman_readout_bptt
-from recurrax.analysis._bptt_reference import lstm_bptt as lstm_bptt
+from recurrax.training import data_mesh as data_mesh
+from recurrax.training import replicate as replicate
+from recurrax.training import shard_batch as shard_batch
+from recurrax.analysis import elman_readout_bptt as elman_readout_bptt
+from recurrax.analysis import lstm_bptt as lstm_bptt
 from recurrax._layers import BidirectionalParams as BidirectionalParams
 from recurrax._layers import DenseParams as DenseParams
 from recurrax._layers import EmbeddingParams as EmbeddingParams
@@ -57,15 +57,15 @@ from recurrax._layers import rnn_initial_carry as rnn_initial_carry
 from recurrax._layers import stack as stack
 from recurrax._layers import stack_initial_carries as stack_initial_carries
 from recurrax._layers import stack_step as stack_step
-from recurrax.training._losses import sequence_cross_entropy as sequence_cross_entropy
-from recurrax.training._losses import sequence_mse as sequence_mse
-from recurrax.training._losses import sequence_nll as sequence_nll
-from recurrax.training._checkpoint import CheckpointError as CheckpointError
-from recurrax.training._checkpoint import checkpoint_steps as checkpoint_steps
-from recurrax.training._checkpoint import restore_checkpoint as restore_checkpoint
-from recurrax.training._checkpoint import save_checkpoint as save_checkpoint
-from recurrax.training._tbptt import make_tbptt_train_step as make_tbptt_train_step
-from recurrax.training._tbptt import truncated_gradient as truncated_gradient
+from recurrax.training import sequence_cross_entropy as sequence_cross_entropy
+from recurrax.training import sequence_mse as sequence_mse
+from recurrax.training import sequence_nll as sequence_nll
+from recurrax.training import CheckpointError as CheckpointError
+from recurrax.training import checkpoint_steps as checkpoint_steps
+from recurrax.training import restore_checkpoint as restore_checkpoint
+from recurrax.training import save_checkpoint as save_checkpoint
+from recurrax.training import make_tbptt_train_step as make_tbptt_train_step
+from recurrax.training import truncated_gradient as truncated_gradient
 from recurrax._topologies import Encoded as Encoded
 from recurrax._topologies import Generated as Generated
 from recurrax._topologies import encode as encode
@@ -74,14 +74,14 @@ from recurrax._topologies import last_outputs as last_outputs
 from recurrax._topologies import many_to_many as many_to_many
 from recurrax._topologies import many_to_one as many_to_one
 from recurrax._topologies import teaching_mask as teaching_mask
-from recurrax.training._train import FitResult as FitResult
-from recurrax.training._train import TrainState as TrainState
-from recurrax.training._train import apply_gradients as apply_gradients
-from recurrax.training._train import default_optimizer as default_optimizer
-from recurrax.training._train import fit as fit
-from recurrax.training._train import init_train_state as init_train_state
-from recurrax.training._train import make_train_step as make_train_step
-from recurrax.training._train import sgd_momentum as sgd_momentum
+from recurrax.training import FitResult as FitResult
+from recurrax.training import TrainState as TrainState
+from recurrax.training import apply_gradients as apply_gradients
+from recurrax.training import default_optimizer as default_optimizer
+from recurrax.training import fit as fit
+from recurrax.training import init_train_state as init_train_state
+from recurrax.training import make_train_step as make_train_step
+from recurrax.training import sgd_momentum as sgd_momentum
 from recurrax._unroll import sequence_mask as sequence_mask
 from recurrax._unroll import unroll as unroll
 from recurrax._unroll import unroll_cell as unroll_cell
@@ -144,9 +144,8 @@ from recurrax.training import hessian_free as hessian_free  # noqa: E402
 # The short public paths of modules that live in subpackages: ``import recurrax.lstm`` and
 # ``from recurrax.esn import fit`` work as ``from recurrax import lstm`` does (the docs use both),
 # and name the same module object as the long path (``recurrax.reservoirs.esn``).
-for _name in ("elman", "lstm", "gru", "reservoir", "mingru", "minlstm", "indrnn", "lru", "ntm"):
-    _sys.modules[f"{__name__}.{_name}"] = getattr(cells, _name)
-for _name in ("gradient_flow", "tasks", "truncation", "esn", "timeseries", "attention", "char_lm",
+for _name in ("elman", "lstm", "gru", "reservoir", "mingru", "minlstm", "indrnn", "lru", "ntm",
+              "gradient_flow", "tasks", "truncation", "esn", "timeseries", "attention", "char_lm",
               "decoding", "vocab", "hessian_free"):
     _sys.modules[f"{__name__}.{_name}"] = globals()[_name]
 del _name

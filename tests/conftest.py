@@ -84,18 +84,11 @@ def pytest_unconfigure(config):
         shutil.rmtree(os.environ.pop(_TEMPORARY_CACHE_ENV), ignore_errors=True)
 
 
-SLOW_TESTS = os.path.join(os.path.dirname(__file__), "slow_tests.txt")
-
-
-def slow_test_ids() -> set:
-    """The test ids of the slow tier (``tests/slow_tests.txt``: seconds, then the id)."""
-    with open(SLOW_TESTS, encoding="utf-8") as listing:
-        return {line.split(None, 1)[1].strip() for line in listing if line.strip() and not line.startswith("#")}
-
-
 def pytest_collection_modifyitems(config, items):
-    """Mark the slow tier ``slow``, so that ``-m "not slow"`` (the README's command) leaves it out."""
-    slow = slow_test_ids()
+    """Mark the slow tier (``tests/slow_tests.txt``) ``slow``: ``-m "not slow"`` leaves it out."""
+    from select_slow import listed
+
+    slow = listed()
     for item in items:
         if item.nodeid in slow:
             item.add_marker(pytest.mark.slow)

@@ -37,6 +37,16 @@ HEADER = """\
 """
 
 
+def listed() -> dict[str, float]:
+    """The slow tier as listed: test id -> the seconds it was measured at."""
+    entries = {}
+    for line in LIST.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            seconds, test = line.split(None, 1)
+            entries[test.strip()] = float(seconds)
+    return entries
+
+
 def durations(log: pathlib.Path) -> dict[str, float]:
     """Seconds per test case (setup + call + teardown) from ``pytest --durations=0`` output."""
     per_test: dict[str, float] = collections.defaultdict(float)
@@ -56,14 +66,10 @@ def main() -> None:
     per_test = durations(args.log)
     slow = {t: s for t, s in per_test.items() if s >= args.threshold}
     if args.add:
-        for line in LIST.read_text(encoding="utf-8").splitlines():
-            if line.strip() and not line.startswith("#"):
-                seconds, test = line.split(None, 1)
-                slow.setdefault(test.strip(), float(seconds))
-    slow = sorted(((s, t) for t, s in slow.items()), key=lambda r: r[1])
-    LIST.write_text(HEADER + "".join(f"{s:7.1f}  {t}\n" for s, t in slow), encoding="utf-8")
+        slow = {**slow, **listed()}  # a listed test keeps the time it was listed with
+    LIST.write_text(HEADER + "".join(f"{s:7.1f}  {t}\n" for t, s in sorted(slow.items())), encoding="utf-8")
     total = sum(per_test.values())
-    left = sum(s for t, s in per_test.items() if t not in {t for _, t in slow})
+    left = sum(s for t, s in per_test.items() if t not in slow)
     print(f"{len(slow)} cases listed; of this log's {total:.0f} s, {left:.0f} s of worker time stay in the fast tier")
 
 

@@ -1,6 +1,8 @@
-"""Run user-facing code (README blocks, notebook cells) as a reader would."""
+"""Run user-facing code (README and docs blocks, notebook cells) as a reader would."""
 
 from __future__ import annotations
+
+import re
 
 import jax
 
@@ -22,3 +24,28 @@ def exec_in_order(sources: list[str], label: str) -> dict:
             error.add_note(f"(raised by {label}, block {index})")
             raise
     return namespace
+
+
+# A fenced block at any indentation: its fence (``` or ~~~, three or more), info string and body.
+_FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^\n]*)\n"
+    r"(?P<body>.*?)^(?P=indent)(?P=fence)[ \t]*$",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+def fences(text: str) -> list[tuple[str, str]]:
+    """``(language, body)`` of every fenced block of a Markdown page, in order, bodies dedented.
+
+    The language is the info string's first word (``python`` in ```` ```python title="x" ````),
+    or its first class in attribute form (```` ```{.python} ````); ``""`` when there is none.
+    """
+    blocks = []
+    for match in _FENCE.finditer(text):
+        info = match["info"].strip()
+        language = re.match(r"\{?\s*\.?([\w+-]*)", info)[1] if info else ""
+        indent = match["indent"]
+        body = "".join(line[len(indent):] if line.startswith(indent) else line
+                       for line in match["body"].splitlines(keepends=True))
+        blocks.append((language, body))
+    return blocks

@@ -131,17 +131,13 @@ def test_the_short_public_paths_name_the_same_modules():
 
 def test_every_entry_of_the_slow_tier_names_a_test():
     """A renamed or removed test must leave tests/slow_tests.txt too (else its entry marks nothing)."""
-    import sys
+    from select_slow import listed
 
-    sys.path.insert(0, str(ROOT.parent / "tests"))
-    from conftest import slow_test_ids
-
-    tests = ROOT.parent / "tests"
     defined = {}
-    for test_id in slow_test_ids():
+    for test_id in listed():
         file, _, function = test_id.partition("::")
         function = function.split("[")[0]
         if file not in defined:
-            tree = ast.parse((tests.parent / file).read_text(encoding="utf-8"))
+            tree = ast.parse((ROOT.parent / file).read_text(encoding="utf-8"))
             defined[file] = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
         assert function in defined[file], f"tests/slow_tests.txt lists {test_id}, which {file} no longer defines"

@@ -17,7 +17,7 @@ import re
 import shlex
 from pathlib import Path
 
-from snippets import exec_in_order
+from snippets import exec_in_order, fences
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -31,12 +31,9 @@ TEST_COMMAND = (
     ' --dist loadfile -m "not slow"'
 )
 
-_FENCE = re.compile(r"^```([\w+-]*)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
-
-
 def fenced_blocks(text: str, language: str) -> list[str]:
     """The bodies of the fenced code blocks tagged ``language``, in order."""
-    return [body for lang, body in _FENCE.findall(text) if lang == language]
+    return [body for lang, body in fences(text) if lang == language]
 
 
 def _readme() -> str:

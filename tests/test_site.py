@@ -41,7 +41,7 @@ import types
 from pathlib import Path
 
 import pytest
-from snippets import exec_in_order
+from snippets import exec_in_order, fences
 
 # The builds (~10 s each) and the pages' blocks (~60 s cold) are in the slow tier (see
 # tests/slow_tests.txt); the checks of the pages' text run in the fast tier.
@@ -55,31 +55,6 @@ PAGES = sorted(DOCS.rglob("*.md"))
 
 RUNNABLE = "python"
 NOT_RUN = ("text", "bash", "pycon")
-
-# A fenced block at any indentation: its fence (``` or ~~~, three or more), info string and body.
-_FENCE = re.compile(
-    r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^\n]*)\n"
-    r"(?P<body>.*?)^(?P=indent)(?P=fence)[ \t]*$",
-    re.MULTILINE | re.DOTALL,
-)
-
-
-def fences(text: str) -> list[tuple[str, str]]:
-    """``(language, body)`` of every fenced block of a Markdown page, in order, bodies dedented.
-
-    The language is the info string's first word (``python`` in ```` ```python title="x" ````),
-    or its first class in attribute form (```` ```{.python} ````); ``""`` when there is none.
-    """
-    blocks = []
-    for match in _FENCE.finditer(text):
-        info = match["info"].strip()
-        language = re.match(r"\{?\s*\.?([\w+-]*)", info)[1] if info else ""
-        indent = match["indent"]
-        body = "".join(line[len(indent):] if line.startswith(indent) else line
-                       for line in match["body"].splitlines(keepends=True))
-        blocks.append((language, body))
-    return blocks
-
 
 def python_blocks(text: str) -> list[str]:
     return [body for language, body in fences(text) if language == RUNNABLE]
