@@ -27,6 +27,7 @@ import json
 import os
 import pathlib
 import platform
+import shlex
 import time
 from collections.abc import Callable
 
@@ -547,12 +548,12 @@ def _command(entry: Entry) -> str:
 
 
 def _overrides(row: dict) -> str:
-    """The tour's config as command-line options (the study's CLI parses them back)."""
+    """The tour's config as shell-quoted command-line options (the study's CLI parses them back)."""
     parts = ["--quick"] if row["quick"] else []
     for key, value in row["overrides"].items():
         if isinstance(value, tuple):
             value = ",".join(str(v) for v in value)
-        parts.append(f"--{key} {value}")
+        parts.append(f"--{key} {shlex.quote(str(value))}")  # a shell command: "tanh RNN", '' for ()
     return " ".join(parts)
 
 

@@ -47,7 +47,7 @@ def f64(a: Any) -> np.ndarray:
 
 def cell_params(params: Any) -> dict:
     """A recurrax cell-params NamedTuple as a dict of float64 arrays plus its family name."""
-    family = _FAMILY_OF_TYPE[type(params).__name__]
+    family = {**_FAMILY_OF_TYPE, **{m.params_type: name for name, m in MODERN.items()}}[type(params).__name__]
     out = {"family": family}
     for name, value in params._asdict().items():
         if name == "activation":
@@ -74,6 +74,8 @@ def state_size(p: dict) -> int:
 
 def output_size(p: dict) -> int:
     """The width of the step's output."""
+    if p["family"] in MODERN:
+        return MODERN[p["family"]].output_size(p)
     return p["C_re"].shape[1] if p["family"] == "lru" else state_size(p)
 
 
@@ -82,9 +84,16 @@ def carry_dict(carry: Any) -> dict:
     return {name: f64(value) for name, value in carry._asdict().items()}
 
 
+def carry_shapes(p: dict) -> dict:
+    """The per-example shape of every carry field: ``(H,)`` for the classic cells; the modern cells'
+    transcriptions (``MODERN``) give their own (matrix memories, SSM states, windows)."""
+    if p["family"] in MODERN:
+        return MODERN[p["family"]].carry_shapes(p)
+    return {name: (state_size(p),) for name in CARRY_FIELDS[p["family"]]}
+
+
 def zero_carry(p: dict, batch_shape: tuple = ()) -> dict:
-    hidden = state_size(p)
-    return {name: np.zeros(batch_shape + (hidden,)) for name in CARRY_FIELDS[p["family"]]}
+    return {name: np.zeros(batch_shape + shape) for name, shape in carry_shapes(p).items()}
 
 
 # --------------------------------------------------------------------------- one example, one step
@@ -220,16 +229,44 @@ STEPS = {"elman": elman_step, "lstm": lstm_step, "gru": gru_step, "reservoir": r
          "mingru": mingru_step, "minlstm": minlstm_step, "indrnn": indrnn_step, "lru": lru_step}
 
 
+@dataclasses.dataclass(frozen=True)
+class Transcription:
+    """A modern cell's transcription, written in its own ``tests/reference_<name>.py`` module."""
+
+    params_type: str  # the recurrax Params class name, e.g. "RGLRUParams"
+    carry_shapes: Any  # p -> {field: per-example shape}
+    output_size: Any  # p -> int
+    step: Any  # (p, carry, x) -> (carry, y), one example
+
+
+def _modern() -> dict:
+    """``{family: Transcription}`` from the modules that define ``FAMILY`` (one family) or ``FAMILIES``."""
+    import importlib
+
+    out = {}
+    for name in _MODERN_MODULES:
+        module = importlib.import_module(name)
+        families = getattr(module, "FAMILIES", None) or {
+            module.FAMILY: (module.PARAMS_TYPE, module.carry_shapes, module.output_size, module.step)}
+        out.update({family: Transcription(*entry) for family, entry in families.items()})
+    return out
+
+
+_MODERN_MODULES = ()
+MODERN = _modern()
+
+
 def step(p: dict, carry: dict, x: np.ndarray):
-    """One step for one example: ``carry`` fields ``(H,)``, ``x`` ``(D,)``."""
+    """One step for one example: ``carry`` fields shaped as ``carry_shapes(p)``, ``x`` ``(D,)``."""
+    if p["family"] in MODERN:
+        return MODERN[p["family"]].step(p, carry, x)
     return STEPS[p["family"]](p, carry, x)
 
 
 def step_batched(p: dict, carry: dict, x: np.ndarray):
     """``step`` applied example by example over the leading batch axes of ``x``."""
     batch_shape = x.shape[:-1]
-    hidden = state_size(p)
-    new = {name: np.zeros(batch_shape + (hidden,)) for name in carry}
+    new = zero_carry(p, batch_shape)
     ys = np.zeros(batch_shape + (output_size(p),))
     for idx in np.ndindex(*batch_shape):
         c, y = step(p, {name: v[idx] for name, v in carry.items()}, x[idx])
@@ -246,14 +283,13 @@ def run(p: dict, xs: np.ndarray, carry: Optional[dict] = None, mask: Optional[np
         reverse: bool = False, return_carries: bool = False):
     """One sequence ``xs`` ``(T, D)``: a Python loop over time with the masking semantics.
 
-    Returns ``(final_carry, ys)`` (``ys`` ``(T, H)``), plus the carry after every step
-    ``{name: (T, H)}`` with ``return_carries=True``.
+    Returns ``(final_carry, ys)`` (``ys`` ``(T, O)``), plus the carry after every step
+    ``{name: (T, *shape)}`` with ``return_carries=True``.
     """
     time = xs.shape[0]
-    hidden = state_size(p)
     carry = zero_carry(p) if carry is None else {k: f64(v) for k, v in carry.items()}
     ys = np.zeros((time, output_size(p)))
-    carries = {name: np.zeros((time, hidden)) for name in carry}
+    carries = {name: np.zeros((time,) + shape) for name, shape in carry_shapes(p).items()}
     order = range(time - 1, -1, -1) if reverse else range(time)
     for t in order:
         if mask is None or mask[t]:
@@ -269,12 +305,12 @@ def run_batched(p: dict, xs: np.ndarray, carry: Optional[dict] = None, mask: Opt
                 reverse: bool = False, return_carries: bool = False):
     """``run`` for every sequence of ``xs`` ``(*batch, T, D)``; ``mask`` is ``(*batch, T)``."""
     batch_shape = xs.shape[:-2]
-    time, hidden = xs.shape[-2], state_size(p)
+    time = xs.shape[-2]
     if carry is None:
         carry = zero_carry(p, batch_shape)
-    finals = {name: np.zeros(batch_shape + (hidden,)) for name in carry}
+    finals = zero_carry(p, batch_shape)
     ys = np.zeros(batch_shape + (time, output_size(p)))
-    carries = {name: np.zeros(batch_shape + (time, hidden)) for name in carry}
+    carries = {name: np.zeros(batch_shape + (time,) + shape) for name, shape in carry_shapes(p).items()}
     for idx in np.ndindex(*batch_shape):
         out = run(p, xs[idx], {k: v[idx] for k, v in carry.items()},
                   None if mask is None else mask[idx], reverse, return_carries=True)

@@ -105,6 +105,22 @@ def test_cli_lists_and_overrides():
     assert dataclasses.replace(demo.Config(), steps=5) == _cli.parse_overrides(demo.Config(), ["--steps", "5"])
 
 
+def test_the_tour_prints_commands_a_shell_parses_back():
+    """Each command the tour prints (values with spaces, empty tuples) gives its config back."""
+    import importlib
+    import shlex
+
+    from experiments import tour
+
+    for entry in tour.ENTRIES:
+        for quick, overrides in ((False, entry.tour), (True, entry.quick)):
+            module = importlib.import_module(f"experiments.{entry.name}")
+            base = module.QUICK if quick else module.Config()
+            args = shlex.split(tour._overrides({"quick": quick, "overrides": overrides}))
+            args = [a for a in args if a != "--quick"]
+            assert _cli.parse_overrides(base, args) == dataclasses.replace(base, **overrides), entry.name
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
