@@ -21,5 +21,6 @@ EXPERIMENTS = {
     "ntm": "experiments.ntm",
     "mitigations": "experiments.mitigations",
     "parallel_in_time": "experiments.parallel_in_time",
+    "modern_speed": "experiments.modern_speed",
     "cpu_levers": "experiments.cpu_levers",
 }

@@ -1,9 +1,11 @@
 """recurrax: recurrent neural networks in JAX.
 
 Layers, bottom up (the folders follow them): cell families in ``recurrax.cells`` (``elman``,
-``lstm``, ``gru``, ``reservoir``, ``mingru``, ``minlstm``, ``indrnn``, ``lru``, ``ntm``: pure
-``init`` / ``initial_carry`` / ``step`` over NamedTuples; any user-written family is accepted
-everywhere); ``unroll`` (the time loop of every layer) with ``recurrax.parallel``
+``lstm``, ``gru``, ``reservoir``, ``mingru``, ``minlstm``, ``indrnn``, ``lru``, ``ntm``, and the
+modern ``slstm``, ``mlstm``, ``rglru``, ``selective_ssm``, ``cfc``, ``ltc``: pure ``init`` /
+``initial_carry`` / ``step`` over NamedTuples; any user-written family is accepted everywhere)
+and the blocks around the modern ones in ``recurrax.blocks`` (``hawk``, ``mamba``); ``unroll``
+(the time loop of every layer) with ``recurrax.parallel``
 (parallel-in-time evaluation: associative scans, DEER, quasi-DEER, ELK) and
 ``recurrax.kernels`` (oneDNN's fused RNN primitives) beside it; layers and topologies;
 ``recurrax.training`` (losses, optax steps, ``fit``, checkpoints, truncated BPTT, data-parallel
@@ -107,6 +109,12 @@ from recurrax.cells.reservoir import ReservoirCarry as ReservoirCarry
 from recurrax.cells.reservoir import ReservoirParams as ReservoirParams
 from recurrax.cells import indrnn as indrnn
 from recurrax.cells import lru as lru
+from recurrax.cells import cfc as cfc
+from recurrax.cells import ltc as ltc
+from recurrax.cells import mlstm as mlstm
+from recurrax.cells import rglru as rglru
+from recurrax.cells import selective_ssm as selective_ssm
+from recurrax.cells import slstm as slstm
 from recurrax.cells import mingru as mingru
 from recurrax.cells import minlstm as minlstm
 from recurrax.cells.indrnn import IndRNNCarry as IndRNNCarry
@@ -122,6 +130,7 @@ __version__ = "0.1.0"
 
 # Modules used by name (``recurrax.tasks.adding_problem``), importable as attributes.
 from recurrax import analysis as analysis  # noqa: E402
+from recurrax import blocks as blocks  # noqa: E402
 from recurrax import cells as cells  # noqa: E402
 from recurrax import interop as interop  # noqa: E402
 from recurrax import kernels as kernels  # noqa: E402
@@ -130,6 +139,8 @@ from recurrax import parallel as parallel  # noqa: E402
 from recurrax import reservoirs as reservoirs  # noqa: E402
 from recurrax import seq2seq as seq2seq  # noqa: E402
 from recurrax import training as training  # noqa: E402
+from recurrax.blocks import hawk as hawk  # noqa: E402
+from recurrax.blocks import mamba as mamba  # noqa: E402
 from recurrax.analysis import gradient_flow as gradient_flow  # noqa: E402
 from recurrax.analysis import tasks as tasks  # noqa: E402
 from recurrax.analysis import truncation as truncation  # noqa: E402
@@ -145,6 +156,7 @@ from recurrax.training import hessian_free as hessian_free  # noqa: E402
 # ``from recurrax.esn import fit`` work as ``from recurrax import lstm`` does (the docs use both),
 # and name the same module object as the long path (``recurrax.reservoirs.esn``).
 for _name in ("elman", "lstm", "gru", "reservoir", "mingru", "minlstm", "indrnn", "lru", "ntm",
+              "slstm", "mlstm", "rglru", "selective_ssm", "cfc", "ltc", "hawk", "mamba",
               "gradient_flow", "tasks", "truncation", "esn", "timeseries", "attention", "char_lm",
               "decoding", "vocab", "hessian_free"):
     _sys.modules[f"{__name__}.{_name}"] = globals()[_name]
@@ -172,4 +184,5 @@ __all__ = [
     "mingru", "MinGRUCarry", "MinGRUParams", "minlstm", "MinLSTMCarry", "MinLSTMParams",
     "indrnn", "IndRNNCarry", "IndRNNParams", "lru", "LRUCarry", "LRUParams",
     "hessian_free", "kernels", "parallel", "analysis", "reservoirs", "training",
+    "slstm", "mlstm", "rglru", "selective_ssm", "cfc", "ltc", "blocks", "hawk", "mamba",
 ]

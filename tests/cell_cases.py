@@ -72,6 +72,13 @@ BIAS_LIKE = {
     "gru": ("b", "b_hn"),
     "indrnn": ("b", "u"),  # u ~ U(0, 1) at init: random signs, and |u| past recurrent_max (the clip)
     "lru": ("gamma_log",),  # γ = sqrt(1 − |λ|²) at init: random, so γ must be read, not recomputed
+    "slstm": ("b", "r"),  # r (the block-diagonal recurrence) starts at zero, as in xlstm
+    "mlstm": ("b_i", "b_f", "b_o"),
+    "rglru": ("b_a", "b_i"),
+    "selective_ssm": ("b_dt", "D"),  # D = 1 at init
+    "hawk": ("b_y", "b_x", "b_out"),
+    "cfc": ("b",),
+    "ltc": ("input_b", "output_b"),  # zeros and ones at init (ncps)
 }
 RANDOM_SCALE = {("indrnn", "u"): 1.0}  # default 0.5
 
@@ -91,6 +98,18 @@ VARIANTS = {
     "minlstm": {"minlstm": {}, "minlstm-log-space": {"log_space": True}},
     "indrnn": {"indrnn-relu": {"activation": "relu"}, "indrnn-recurrent-max": {"recurrent_max": 0.5}},
     "lru": {"lru": {}, "lru-ring": {"r_min": 0.5, "r_max": 0.95, "max_phase": math.pi / 4}},
+    # The modern cells, small: two heads of two units, three SSM states, short convolutions; one
+    # case each (their own test files cover the other options against the reference packages).
+    # The CfC and LTC cases take no elapsed-time feature (Δt = 1), so their input is D wide like
+    # every case's; tests/test_cfc.py covers Δt as an input.
+    "slstm": {"slstm": {"num_heads": 2}},
+    "mlstm": {"mlstm": {"num_heads": 2}},
+    "rglru": {"rglru": {"num_heads": 2}},
+    "selective_ssm": {"selective_ssm": {"state_size": 3}},
+    "hawk": {"hawk": {"num_heads": 2, "conv_width": 3}},
+    "mamba": {"mamba": {"state_size": 3, "conv_width": 3}},
+    "cfc": {"cfc": {"backbone_units": 8, "elapsed_time": False}},
+    "ltc": {"ltc": {"ode_unfolds": 3, "elapsed_time": False}},
 }
 
 # Registered families left out of the common suite, each with the reason. (The reservoir fits:
@@ -121,7 +140,11 @@ CASES_BY_ID = {case.id: case for case in CASES}
 
 _BUILT_IN = {recurrax.ElmanParams: "elman", recurrax.LSTMParams: "lstm", recurrax.GRUParams: "gru",
              recurrax.ReservoirParams: "reservoir", recurrax.MinGRUParams: "mingru",
-             recurrax.MinLSTMParams: "minlstm", recurrax.IndRNNParams: "indrnn", recurrax.LRUParams: "lru"}
+             recurrax.MinLSTMParams: "minlstm", recurrax.IndRNNParams: "indrnn", recurrax.LRUParams: "lru",
+             recurrax.slstm.SLSTMParams: "slstm", recurrax.mlstm.MLSTMParams: "mlstm",
+             recurrax.rglru.RGLRUParams: "rglru", recurrax.selective_ssm.SelectiveSSMParams: "selective_ssm",
+             recurrax.hawk.HawkParams: "hawk", recurrax.mamba.MambaParams: "mamba",
+             recurrax.cfc.CfCParams: "cfc", recurrax.ltc.LTCParams: "ltc"}
 
 
 def family_of(params: Any) -> recurrax.CellFamily:

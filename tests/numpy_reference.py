@@ -56,6 +56,8 @@ def cell_params(params: Any) -> dict:
             out[name] = None
         elif dataclasses.is_dataclass(value):  # other static metadata, as a dict of its fields
             out[name] = dataclasses.asdict(value)
+        elif hasattr(value, "_asdict"):  # a nested NamedTuple (a block's convolution, its cell)
+            out[name] = {k: None if v is None else f64(v) for k, v in value._asdict().items()}
         else:
             out[name] = f64(value)
     return out
@@ -252,7 +254,7 @@ def _modern() -> dict:
     return out
 
 
-_MODERN_MODULES = ()
+_MODERN_MODULES = ("reference_xlstm", "reference_rglru", "reference_mamba", "reference_cfc")
 MODERN = _modern()
 
 

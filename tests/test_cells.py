@@ -72,7 +72,8 @@ def test_step_matches_numpy(case, key, batch_shape):
         np.testing.assert_array_equal(np.asarray(y), np.asarray(new_carry.h))
     if case.cell.output is not None:  # and output() forms it from the new carry
         np.testing.assert_array_equal(np.asarray(y), np.asarray(case.cell.output(params, new_carry, x)))
-    assert "h" in new_carry._fields or case.cell.output is not None, "y is neither carry.h nor output(...)"
+    # A family may have neither (the protocol asks for neither): the blocks' outputs need the
+    # convolution's oldest input, which the new carry no longer holds; the LTC's is an affine map of v.
 
 
 def test_step_from_zero_carry_matches_numpy(case, key):

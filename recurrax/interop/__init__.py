@@ -13,6 +13,9 @@ JAX only: no import needs the other library installed (``to_torch(tensors=True)`
 - ``flax_linen``: ``LSTMCell``, ``OptimizedLSTMCell``, ``GRUCell``, ``SimpleCell`` param dicts
   (their LSTM carry is ``(c, h)``, recurrax's is ``LSTMCarry(h, c)``).
 - ``equinox``: ``eqx.nn.LSTMCell`` and ``eqx.nn.GRUCell`` modules.
+- The modern cells' reference implementations, each with its own ``from_*`` (not re-exported
+  here): ``recurrentgemma`` (the RG-LRU and Hawk's recurrent block), ``xlstm`` (sLSTM, mLSTM),
+  ``mambapy`` (the selective SSM and the Mamba block) and ``ncps`` (CfC, LTC).
 
 Dense output heads convert through the same functions: ``torch.nn.Linear``,
 ``keras.layers.Dense``, ``flax.linen.Dense`` and ``equinox.nn.Linear`` (the module, or its
@@ -31,6 +34,10 @@ from recurrax.interop import equinox as equinox
 from recurrax.interop import flax_linen as flax_linen
 from recurrax.interop import keras as keras
 from recurrax.interop import pytorch as pytorch
+from recurrax.interop import mambapy as mambapy
+from recurrax.interop import ncps as ncps
+from recurrax.interop import recurrentgemma as recurrentgemma
+from recurrax.interop import xlstm as xlstm
 from recurrax.interop.equinox import carry_from_equinox as carry_from_equinox
 from recurrax.interop.equinox import carry_to_equinox as carry_to_equinox
 from recurrax.interop.equinox import from_equinox as from_equinox
@@ -64,9 +71,13 @@ __all__ = [
     "from_keras",
     "from_torch",
     "keras",
+    "mambapy",
+    "ncps",
     "pytorch",
+    "recurrentgemma",
     "to_equinox",
     "to_flax_linen",
     "to_keras",
     "to_torch",
+    "xlstm",
 ]
