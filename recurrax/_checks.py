@@ -33,6 +33,13 @@ def check_array(x: Any, name: str) -> jax.Array:
     return x
 
 
+def check_batch_shape(batch_shape: Any) -> tuple:
+    """``batch_shape`` as a tuple; an int (``2`` for ``(2,)``, a common slip) is refused by name."""
+    if isinstance(batch_shape, int):
+        raise ValueError(f"Expected batch_shape as a tuple of ints, got the int {batch_shape}; write ({batch_shape},).")
+    return tuple(batch_shape)
+
+
 def check_feature_size(x: jax.Array, expected: int, name: str, what: str) -> None:
     """``x`` must be at least rank 1 with last dimension ``expected``."""
     check_array(x, name)

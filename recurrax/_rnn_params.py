@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrax import cells
-from recurrax._checks import check_array
+from recurrax._checks import check_array, check_batch_shape
 from recurrax.cells import CellFamily
 
 
@@ -41,11 +41,10 @@ def rnn_initial_carry(params: RNNParams, batch_shape: tuple[int, ...] = ()) -> A
     ``recurrax.lstm.initial_carry``.)
     """
     _check_rnn_params(params, "rnn_initial_carry")
-    if isinstance(batch_shape, int):
-        raise ValueError(f"Expected batch_shape as a tuple of ints, got the int {batch_shape}; write ({batch_shape},).")
+    batch_shape = check_batch_shape(batch_shape)
     if params.initial is None:
-        return params.family.initial_carry(params.cell, tuple(batch_shape))
-    return jax.tree.map(lambda v: jnp.broadcast_to(v, tuple(batch_shape) + jnp.shape(v)), params.initial)
+        return params.family.initial_carry(params.cell, batch_shape)
+    return jax.tree.map(lambda v: jnp.broadcast_to(v, batch_shape + jnp.shape(v)), params.initial)
 
 
 def _batch_shape(xs: jax.Array, time_major: bool) -> tuple[int, ...]:

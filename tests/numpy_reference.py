@@ -3,8 +3,10 @@
 Written from the equations in the module docstrings of ``recurrax/cells/{elman,lstm,gru}.py``
 (which follow the seeds and DESIGN.md), of the echo-state reservoir (Jaeger 2001), and from the
 papers of the modern cells: minGRU and minLSTM (Feng et al. 2024, "Were RNNs all we needed?"),
-IndRNN (Li et al. 2018) and the LRU (Orvieto et al. 2023, in complex arithmetic). Gate by gate,
-for one example at a time, with a plain Python loop over time. Nothing here calls recurrax: the
+IndRNN (Li et al. 2018) and the LRU (Orvieto et al. 2023, in complex arithmetic). The
+transcriptions of xLSTM's sLSTM and mLSTM, the RG-LRU, S6, CfC, LTC and the Hawk and Mamba blocks
+live in ``tests/reference_*.py`` and plug in through ``MODERN``. Gate by gate, for one example
+at a time, with a plain Python loop over time. Nothing here calls recurrax: the
 recurrax NamedTuples are only read as containers of arrays (static metadata by field name).
 
 Conventions: kernels are stored ``(in, out)`` and applied ``x @ W``; fused gate order is
@@ -18,6 +20,7 @@ with their inputs.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any, Optional
 
 import numpy as np
@@ -243,8 +246,6 @@ class Transcription:
 
 def _modern() -> dict:
     """``{family: Transcription}`` from the modules that define ``FAMILY`` (one family) or ``FAMILIES``."""
-    import importlib
-
     out = {}
     for name in _MODERN_MODULES:
         module = importlib.import_module(name)

@@ -331,9 +331,9 @@ def test_protocol_layers_and_spectra():
 
 def test_bad_inputs():
     key = jax.random.key(6)
-    with pytest.raises(ValueError, match=r"num_heads to divide hidden_size, got num_heads=3 and hidden_size=4"):
+    with pytest.raises(ValueError, match=r"num_heads to divide hidden_size, got hidden_size=4, num_heads=3"):
         slstm.init(key, 3, 4, num_heads=3)
-    with pytest.raises(ValueError, match=r"num_heads to divide hidden_size, got num_heads=3 and hidden_size=4"):
+    with pytest.raises(ValueError, match=r"num_heads to divide hidden_size, got hidden_size=4, num_heads=3"):
         mlstm.init(key, 3, 4, num_heads=3)
     with pytest.raises(ValueError, match=r"num_heads to be a positive integer, got 0"):
         mlstm.init(key, 3, 4, num_heads=0)

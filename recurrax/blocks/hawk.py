@@ -57,10 +57,10 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from recurrax._checks import check_array, check_feature_size, check_params_type, check_positive_int
+from recurrax._checks import check_array, check_batch_shape, check_feature_size, check_params_type, check_positive_int
 from recurrax.blocks._conv import ConvParams, conv_sequence, conv_step, conv_window
 from recurrax.cells import rglru
-from recurrax.cells._common import check_sizes, lift
+from recurrax.cells._common import check_heads, check_sizes, lift
 from recurrax.parallel import linear_scan
 
 __all__ = [
@@ -124,12 +124,7 @@ def init(
     """
     input_size, hidden_size = check_sizes(input_size, hidden_size)
     width = hidden_size if lru_width is None else check_positive_int(lru_width, "lru_width")
-    heads = check_positive_int(num_heads, "num_heads")
-    if width % heads:
-        raise ValueError(
-            f"Expected num_heads to divide lru_width (the RG-LRU's gates are block-diagonal over heads), "
-            f"got lru_width={width}, num_heads={heads}."
-        )
+    heads = width // check_heads(num_heads, width, "lru_width", " (the RG-LRU's gates are block-diagonal over heads)")
     conv_width = check_positive_int(conv_width, "conv_width")
     compute = jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32
     k_y, k_x, k_out, k_conv, k_lru = jax.random.split(key, 5)
@@ -172,11 +167,7 @@ def conv_width(params: HawkParams) -> int:
 def initial_carry(params: HawkParams, batch_shape: tuple[int, ...] = ()) -> HawkCarry:
     """Zeros: the window ``(*batch_shape, K − 1, L)`` and ``h`` ``(*batch_shape, L)``."""
     check_params_type(params, HawkParams, "hawk.initial_carry")
-    if isinstance(batch_shape, int):
-        raise ValueError(
-            f"Expected batch_shape as a tuple of ints, got the int {batch_shape}; write ({batch_shape},)."
-        )
-    batch_shape = tuple(batch_shape)
+    batch_shape = check_batch_shape(batch_shape)
     return HawkCarry(conv_window(params.conv, batch_shape),
                      jnp.zeros(batch_shape + (lru_width(params),), params.w_x.dtype))
 

@@ -53,7 +53,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from recurrax._checks import check_array, check_feature_size, check_params_type, check_positive_int
+from recurrax._checks import check_array, check_batch_shape, check_feature_size, check_params_type, check_positive_int
 from recurrax.blocks._conv import ConvParams, conv_sequence, conv_step, conv_window, init_conv
 from recurrax.cells import selective_ssm
 from recurrax.cells._common import check_sizes
@@ -181,10 +181,9 @@ def _check_params(params: MambaParams, fn: str) -> None:
 def initial_carry(params: MambaParams, batch_shape: tuple[int, ...] = ()) -> MambaCarry:
     """Zero window ``(*batch_shape, conv_width − 1, ED)`` and zero state ``(*batch_shape, ED, N)``."""
     _check_params(params, "mamba.initial_carry")
-    if isinstance(batch_shape, int):
-        raise ValueError(f"Expected batch_shape as a tuple of ints, got the int {batch_shape}; write ({batch_shape},).")
-    return MambaCarry(conv_window(params.conv, tuple(batch_shape)),
-                      selective_ssm.initial_carry(params.ssm, tuple(batch_shape)).state)
+    batch_shape = check_batch_shape(batch_shape)
+    return MambaCarry(conv_window(params.conv, batch_shape),
+                      selective_ssm.initial_carry(params.ssm, batch_shape).state)
 
 
 def _check_carry(params: MambaParams, carry: MambaCarry, batch_shape: tuple, fn: str) -> None:

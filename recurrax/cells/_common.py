@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recurrax._checks import check_array, check_params_type, check_positive_int
+from recurrax._checks import check_array, check_batch_shape, check_params_type, check_positive_int
 
 
 def check_sizes(input_size: Any, hidden_size: Any) -> tuple[int, int]:
@@ -41,6 +41,17 @@ def check_number(
     return value
 
 
+def check_heads(num_heads: Any, width: int, width_name: str = "hidden_size", why: str = "") -> int:
+    """``num_heads`` must be a positive int dividing ``width``; returns the head size ``width // num_heads``.
+
+    ``why`` (e.g. ``" (the gates are block-diagonal over heads)"``) is said in the message.
+    """
+    heads = check_positive_int(num_heads, "num_heads")
+    if width % heads:
+        raise ValueError(f"Expected num_heads to divide {width_name}{why}, got {width_name}={width}, num_heads={heads}.")
+    return width // heads
+
+
 def zeros_carry(
     carry_type: type,
     params: Any,
@@ -57,9 +68,7 @@ def zeros_carry(
     ``w_h`` (IndRNN, minGRU, LRU, ...) pass them.
     """
     check_params_type(params, params_type, fn)
-    if isinstance(batch_shape, int):
-        raise ValueError(f"Expected batch_shape as a tuple of ints, got the int {batch_shape}; write ({batch_shape},).")
-    batch_shape = tuple(batch_shape)
+    batch_shape = check_batch_shape(batch_shape)
     hidden_size = params.w_h.shape[0] if hidden_size is None else hidden_size
     zeros = jnp.zeros(batch_shape + (hidden_size,), params.w_h.dtype if dtype is None else dtype)
     return carry_type(*([zeros] * len(carry_type._fields)))

@@ -80,8 +80,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recurrax._checks import check_array, check_params_type, check_positive_int
-from recurrax.cells._common import check_number, check_sizes, lift
+from recurrax._checks import check_array, check_batch_shape, check_params_type
+from recurrax.cells._common import check_heads, check_number, check_sizes, lift
 
 __all__ = [
     "MLSTMOptions",
@@ -171,7 +171,7 @@ def init(
       dtype: parameter dtype.
     """
     input_size, hidden_size = check_sizes(input_size, hidden_size)
-    _check_heads(num_heads, hidden_size)
+    check_heads(num_heads, hidden_size)
     if not isinstance(output_gate, bool):
         raise ValueError(f"Expected output_gate to be True or False, got {output_gate!r}.")
     options = MLSTMOptions(eps=float(check_number(eps, "eps", low=0.0)))
@@ -194,15 +194,6 @@ def init(
         b_o=jnp.zeros((hidden_size,), dtype) if output_gate else None,
         options=options,
     )
-
-
-def _check_heads(heads, hidden_size: int) -> int:
-    heads = check_positive_int(heads, "num_heads")
-    if hidden_size % heads:
-        raise ValueError(
-            f"Expected num_heads to divide hidden_size, got num_heads={heads} and hidden_size={hidden_size}."
-        )
-    return hidden_size // heads
 
 
 def num_heads(params: MLSTMParams) -> int:
@@ -230,7 +221,7 @@ def _check_params(params: MLSTMParams, fn: str) -> None:
         raise ValueError(f"{fn} expects params.options to be MLSTMOptions, got {type(params.options).__name__}.")
     d_in, hidden = params.w_q.shape[0], params.w_q.shape[-1]
     heads = params.w_i.shape[-1]
-    _check_heads(heads, hidden)
+    check_heads(heads, hidden)
     expected = {"w_q": (d_in, hidden), "w_k": (d_in, hidden), "w_v": (d_in, hidden), "w_i": (d_in, heads),
                 "b_i": (heads,), "w_f": (d_in, heads), "b_f": (heads,)}
     if (params.w_o is None) != (params.b_o is None):
@@ -273,9 +264,8 @@ def _check_carry(params: MLSTMParams, carry, batch_shape: tuple[int, ...], fn: s
 def initial_carry(params: MLSTMParams, batch_shape: tuple[int, ...] = ()) -> MLSTMCarry:
     """Zero state with ``m = 0`` (xlstm's recurrent mode): ``C`` (*batch, NH, d, d), ``n`` (*batch, NH, d), ``m`` (*batch, NH)."""
     _check_params(params, "mlstm.initial_carry")
-    if isinstance(batch_shape, int):
-        raise ValueError(f"Expected batch_shape as a tuple of ints, got the int {batch_shape}; write ({batch_shape},).")
-    shapes = _carry_shapes(params, tuple(batch_shape))
+    batch_shape = check_batch_shape(batch_shape)
+    shapes = _carry_shapes(params, batch_shape)
     return MLSTMCarry(*(jnp.zeros(shape, params.w_q.dtype) for shape in shapes))
 
 

@@ -81,7 +81,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from recurrax import initializers
-from recurrax._checks import check_array, check_params_type, check_positive_int
+from recurrax._checks import check_array, check_batch_shape, check_params_type, check_positive_int
 from recurrax.cells import lstm
 from recurrax.cells._common import check_number, check_sizes, lift, split_gates
 
@@ -272,9 +272,7 @@ def initial_carry(params: NTMParams, batch_shape: tuple[int, ...] = ()) -> NTMCa
     weightings ``(*batch_shape, R + W, N)``.
     """
     check_params_type(params, NTMParams, "ntm.initial_carry")
-    if isinstance(batch_shape, int):
-        raise ValueError(f"Expected batch_shape as a tuple of ints, got the int {batch_shape}; write ({batch_shape},).")
-    batch_shape = tuple(batch_shape)
+    batch_shape = check_batch_shape(batch_shape)
     spec = params.spec
     memory = jnp.tanh(params.memory) if spec.memory_init == "learned" else jax.lax.stop_gradient(params.memory)
     reads = jnp.tanh(params.reads) if spec.read_init == "learned" else jax.lax.stop_gradient(params.reads)

@@ -82,8 +82,8 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from recurrax._checks import check_feature_size, check_params_type, check_positive_int
-from recurrax.cells._common import check_number, check_sizes, check_step, lift, zeros_carry
+from recurrax._checks import check_feature_size, check_params_type
+from recurrax.cells._common import check_heads, check_number, check_sizes, check_step, lift, zeros_carry
 
 __all__ = [
     "RGLRUParams",
@@ -146,12 +146,7 @@ def init(
       dtype: parameter dtype.
     """
     input_size, hidden_size = check_sizes(input_size, hidden_size)
-    heads = check_positive_int(num_heads, "num_heads")
-    if hidden_size % heads:
-        raise ValueError(
-            f"Expected num_heads to divide hidden_size (the gates are block-diagonal over heads), "
-            f"got hidden_size={hidden_size}, num_heads={heads}."
-        )
+    heads = hidden_size // check_heads(num_heads, hidden_size, why=" (the gates are block-diagonal over heads)")
     min_rad = check_number(min_rad, "min_rad", low=0.0, high=1.0, high_open=True)
     max_rad = check_number(max_rad, "max_rad", low=0.0, high=1.0, high_open=True)
     if not min_rad < max_rad:

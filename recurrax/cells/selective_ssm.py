@@ -65,7 +65,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from recurrax._checks import check_array, check_feature_size, check_params_type, check_positive_int
+from recurrax._checks import check_array, check_batch_shape, check_feature_size, check_params_type, check_positive_int
 from recurrax.cells._common import check_number, check_sizes, lift
 
 __all__ = [
@@ -207,11 +207,10 @@ def _check_params(params: SelectiveSSMParams, fn: str) -> None:
 
 
 def initial_carry(params: SelectiveSSMParams, batch_shape: tuple[int, ...] = ()) -> SelectiveSSMCarry:
-    """Zero state, ``h`` of shape ``(*batch_shape, E, N)``."""
+    """Zero state, ``state`` of shape ``(*batch_shape, E, N)``."""
     _check_params(params, "selective_ssm.initial_carry")
-    if isinstance(batch_shape, int):
-        raise ValueError(f"Expected batch_shape as a tuple of ints, got the int {batch_shape}; write ({batch_shape},).")
-    shape = tuple(batch_shape) + params.A_log.shape
+    batch_shape = check_batch_shape(batch_shape)
+    shape = batch_shape + params.A_log.shape
     return SelectiveSSMCarry(jnp.zeros(shape, params.A_log.dtype))
 
 

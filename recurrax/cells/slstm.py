@@ -68,7 +68,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from recurrax._checks import check_params_type, check_positive_int
-from recurrax.cells._common import check_sizes, check_step, lift, split_gates, zeros_carry
+from recurrax.cells._common import check_heads, check_sizes, check_step, lift, split_gates, zeros_carry
 
 __all__ = [
     "SLSTMParams",
@@ -139,7 +139,7 @@ def init(
       dtype: parameter dtype.
     """
     input_size, hidden_size = check_sizes(input_size, hidden_size)
-    head_dim = _check_heads(num_heads, hidden_size)
+    head_dim = check_heads(num_heads, hidden_size)
     if bias_init not in BIAS_INITS:
         raise ValueError(f"Expected bias_init in {BIAS_INITS}, got {bias_init!r}.")
     if recurrent_init not in RECURRENT_INITS:
@@ -166,15 +166,6 @@ def init(
     if bias_init == "standard":
         b = jax.random.uniform(k_b, (4 * hidden_size,), dtype, -bound, bound)
     return SLSTMParams(w_x=w_x, r=r, b=b)
-
-
-def _check_heads(num_heads, hidden_size: int) -> int:
-    num_heads = check_positive_int(num_heads, "num_heads")
-    if hidden_size % num_heads:
-        raise ValueError(
-            f"Expected num_heads to divide hidden_size, got num_heads={num_heads} and hidden_size={hidden_size}."
-        )
-    return hidden_size // num_heads
 
 
 def num_heads(params: SLSTMParams) -> int:
