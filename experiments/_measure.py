@@ -1,4 +1,4 @@
-"""Measurements shared by the experiments: interleaved wall times, the compiled memory of a function."""
+"""Measurements shared by the experiments: interleaved wall times, the compiled memory of a function, deviations."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import time
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 
 
 def timed_interleaved(jobs: list[dict], repeats: int) -> None:
@@ -34,15 +35,30 @@ def compiled_temp_bytes(fn: Callable, *args) -> int:
 def compiled_memory(fn: Callable, *args) -> int:
     """Bytes one call of ``jax.jit(fn)(*args)`` needs: arguments + outputs + temporaries.
 
-    From the compiled executable's ``memory_analysis()`` (buffers shared between arguments and
-    outputs counted once); ``args`` may be ``jax.ShapeDtypeStruct``, so nothing is allocated or
-    run.
+    From the compiled executable's ``memory_analysis()`` (``executable_memory``); ``args`` may be
+    ``jax.ShapeDtypeStruct``, so nothing is allocated or run.
     """
-    analysis = jax.jit(fn).lower(*args).compile().memory_analysis()
+    return executable_memory(jax.jit(fn).lower(*args).compile())
+
+
+def executable_memory(compiled) -> int:
+    """Bytes one call of a compiled executable needs: arguments + outputs + temporaries, from its
+    ``memory_analysis()`` (buffers shared between arguments and outputs counted once)."""
+    analysis = compiled.memory_analysis()
     if analysis is None:
         raise RuntimeError(f"This backend ({jax.default_backend()}) reports no compiled memory analysis.")
     return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes
                + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
+
+
+def max_abs(tree) -> float:
+    """The largest ``|leaf entry|`` of a pytree of arrays."""
+    return max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree.leaves(tree))
+
+
+def max_deviation(a, b) -> float:
+    """The largest ``|a − b|`` over two pytrees of the same structure."""
+    return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 def saved_residual_bytes(fn: Callable, *args) -> int:

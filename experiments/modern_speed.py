@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 import recurrax
 from experiments import _style
-from experiments._measure import timed_interleaved
+from experiments._measure import executable_memory, max_abs, max_deviation, timed_interleaved
 
 # cell -> (init options, methods): "scan" and "associative" through recurrax.rnn, "chunkwise" mlstm.chunkwise
 CELLS = {
@@ -66,14 +66,6 @@ def _run_fn(name: str, method: str, chunk_size: int):
     return lambda p, x: recurrax.rnn(p, x, method=method)[1]
 
 
-def _max_dev(a, b) -> float:
-    return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
-def _max_abs(a) -> float:
-    return max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(a))
-
-
 def measure(config: Config, name: str, length: int) -> list[dict]:
     """Every method of one cell at one T: compile, check against the scan, time interleaved."""
     options, methods = CELLS[name]
@@ -88,9 +80,7 @@ def measure(config: Config, name: str, length: int) -> list[dict]:
         for mode, fn in fns.items():
             start = time.perf_counter()
             compiled = jax.jit(fn).lower(params, xs).compile()
-            analysis = compiled.memory_analysis()
-            memory[(method, mode)] = int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes
-                                         + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
+            memory[(method, mode)] = executable_memory(compiled)
             if memory[(method, mode)] > config.max_bytes:  # would not fit, or would swap: not timed
                 skipped[method] = memory[(method, mode)]
                 continue
@@ -132,10 +122,10 @@ def measure(config: Config, name: str, length: int) -> list[dict]:
                 speedup = median[(method, mode, "scan")] / seconds
             row[mode] = {"seconds": seconds, "compile_s": compile_s[(method, mode)],
                          "bytes": memory[(method, mode)], "speedup_over_scan": speedup}
-        row["output_deviation"] = _max_dev(results[(method, "forward")], results[("scan", "forward")])
+        row["output_deviation"] = max_deviation(results[(method, "forward")], results[("scan", "forward")])
         ref = results[("scan", "forward+backward")]
-        row["gradient_deviation_relative"] = (_max_dev(results[(method, "forward+backward")], ref)
-                                              / max(_max_abs(ref), 1e-30))
+        row["gradient_deviation_relative"] = (max_deviation(results[(method, "forward+backward")], ref)
+                                              / max(max_abs(ref), 1e-30))
         rows.append(row)
     return rows
 

@@ -72,6 +72,7 @@ import optax
 
 import recurrax
 from experiments import _style
+from experiments._measure import max_abs, max_deviation
 from recurrax import tasks
 
 # method label: (cell family, method passed to rnn)
@@ -146,14 +147,6 @@ def _jobs(params, xs, method):
     return {"forward": (forward, (params, xs)), "forward+backward": (backward, (params, xs))}
 
 
-def _max_abs(tree):
-    return max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree.leaves(tree))
-
-
-def _tree_dev(a, b):
-    return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
 def measure_cell(config: Config, hidden: int, length: int) -> list[dict]:
     """All methods at one (H, T): interleaved timings, iterations, deviations. One row per method."""
     B = config.batch_size
@@ -196,9 +189,9 @@ def measure_cell(config: Config, hidden: int, length: int) -> list[dict]:
             row[mode] = {"scan_s": median[(base, mode)], "method_s": median[(m, mode)],
                          "speedup": median[(base, mode)] / median[(m, mode)],
                          "compile_s": compile_s[(m, mode)]}
-        row["output_deviation"] = _tree_dev(results[(m, "forward")], results[(base, "forward")])
+        row["output_deviation"] = max_deviation(results[(m, "forward")], results[(base, "forward")])
         grads, ref = results[(m, "forward+backward")], results[(base, "forward+backward")]
-        row["gradient_deviation_relative"] = _tree_dev(grads, ref) / max(_max_abs(ref), 1e-30)
+        row["gradient_deviation_relative"] = max_deviation(grads, ref) / max(max_abs(ref), 1e-30)
         if m == "associative":
             row.update(iterations=0, residual=0.0, converged=True, passes=1)
         else:

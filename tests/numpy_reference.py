@@ -50,7 +50,7 @@ def f64(a: Any) -> np.ndarray:
 
 def cell_params(params: Any) -> dict:
     """A recurrax cell-params NamedTuple as a dict of float64 arrays plus its family name."""
-    family = {**_FAMILY_OF_TYPE, **{m.params_type: name for name, m in MODERN.items()}}[type(params).__name__]
+    family = _FAMILY_OF_TYPE[type(params).__name__]
     out = {"family": family}
     for name, value in params._asdict().items():
         if name == "activation":
@@ -257,6 +257,7 @@ def _modern() -> dict:
 
 _MODERN_MODULES = ("reference_xlstm", "reference_rglru", "reference_mamba", "reference_cfc")
 MODERN = _modern()
+_FAMILY_OF_TYPE.update({m.params_type: name for name, m in MODERN.items()})
 
 
 def step(p: dict, carry: dict, x: np.ndarray):

@@ -55,10 +55,12 @@ def conv_step(params: ConvParams, window: jax.Array, x: jax.Array) -> tuple[jax.
     return stacked[..., 1:, :], y
 
 
-def conv_sequence(params: ConvParams, xs: jax.Array, window: jax.Array | None = None) -> jax.Array:
+def conv_sequence(params: ConvParams, xs: jax.Array, window: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """All outputs of a sequence ``xs`` ``(*batch, T, C)`` at once (time axis −2), from ``window``.
 
-    Equal to ``conv_step`` iterated over time; a sum of ``width`` shifted products, no scan.
+    Returns ``(window', ys)`` as ``conv_step`` iterated over time does: ``window'`` the last
+    ``width − 1`` inputs (the given window's entries where T < width − 1), ``ys`` ``(*batch, T,
+    C)``; a sum of ``width`` shifted products, no scan.
     """
     width = params.w.shape[0]
     if window is None:
@@ -66,6 +68,6 @@ def conv_sequence(params: ConvParams, xs: jax.Array, window: jax.Array | None = 
     padded = jnp.concatenate([window, xs], axis=-2)  # (*batch, width − 1 + T, C)
     time = xs.shape[-2]
     ys = jax.lax.broadcast_to_rank(params.b, xs.ndim)
-    for k in range(width):  # tap k lifted to xs's rank: no implicit rank promotion (strict mode)
+    for k in range(width):
         ys = ys + padded[..., k:k + time, :] * jax.lax.broadcast_to_rank(params.w[k], xs.ndim)
-    return ys
+    return padded[..., time:, :], ys

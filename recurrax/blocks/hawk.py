@@ -281,9 +281,7 @@ def sequence(
 
     gates, us = _branches(params, xs)
     if reset is None:
-        vs = conv_sequence(params.conv, us, carry.window)
-        padded = jnp.concatenate([carry.window, us], axis=-2)
-        window = padded[..., padded.shape[-2] - (conv_width(params) - 1):, :]
+        window, vs = conv_sequence(params.conv, us, carry.window)
     else:
         vs, window = _masked_conv(params.conv, us, carry.window, reset)
 

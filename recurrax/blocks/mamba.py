@@ -255,10 +255,8 @@ def sequence(
         carry = initial_carry(params, batch_shape)
     _check_carry(params, carry, batch_shape, fn)
     us, zs = jnp.split(xs @ params.w_in, 2, axis=-1)  # (*batch, T, ED) each
-    vs = jax.nn.silu(conv_sequence(params.conv, us, carry.window))
-    # The window after the last step: the newest conv_width − 1 inputs u, oldest first.
-    history = jnp.concatenate([carry.window, us], axis=-2)
-    window = history[..., history.shape[-2] - carry.window.shape[-2]:, :]
+    window, cs = conv_sequence(params.conv, us, carry.window)
+    vs = jax.nn.silu(cs)
     vs_t = jnp.moveaxis(vs, -2, 0)  # (T, *batch, ED): time first, as the scans take it
     if method == "associative":
         a, b = selective_ssm.linear_recurrence(params.ssm, vs_t)  # (T, *batch, ED, N)
