@@ -21,6 +21,7 @@ EXPERIMENTS = {
     "ntm": "experiments.ntm",
     "mitigations": "experiments.mitigations",
     "parallel_in_time": "experiments.parallel_in_time",
+    "modern": "experiments.modern",
     "modern_speed": "experiments.modern_speed",
     "cpu_levers": "experiments.cpu_levers",
 }

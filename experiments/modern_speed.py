@@ -2,7 +2,9 @@
 
 For each cell with a parallel form, ``recurrax.rnn(params, xs)`` (the sequential ``lax.scan``,
 the default) against ``recurrax.rnn(params, xs, method="associative")`` (a parallel scan over
-``linear_recurrence``, O(log T) depth) and, for the mLSTM, ``mlstm.chunkwise`` (matrix products
+``linear_recurrence``, O(log T) depth), the same scan within chunks of ``scan_chunk_size`` steps
+and a sequential scan across them (``method=recurrax.parallel.associative(chunk_size=L)``:
+``"chunked_associative"``) and, for the mLSTM, ``mlstm.chunkwise`` (matrix products
 within chunks of L steps, a scan over the T / L chunks), forward and forward+backward (the
 gradient of ``mean(ys²)`` with respect to the parameters), at B = 8, H = 256, float32:
 
@@ -35,11 +37,12 @@ import recurrax
 from experiments import _style
 from experiments._measure import executable_memory, max_abs, max_deviation, timed_interleaved
 
-# cell -> (init options, methods): "scan" and "associative" through recurrax.rnn, "chunkwise" mlstm.chunkwise
+# cell -> (init options, methods): "scan", "associative" and "chunked_associative" through recurrax.rnn,
+# "chunkwise" mlstm.chunkwise
 CELLS = {
-    "rglru": ({"num_heads": 1}, ("scan", "associative")),
-    "selective_ssm": ({"state_size": 16}, ("scan", "associative")),
-    "mlstm": ({"num_heads": 4}, ("scan", "associative", "chunkwise")),
+    "rglru": ({"num_heads": 1}, ("scan", "associative", "chunked_associative")),
+    "selective_ssm": ({"state_size": 16}, ("scan", "associative", "chunked_associative")),
+    "mlstm": ({"num_heads": 4}, ("scan", "associative", "chunked_associative", "chunkwise")),
 }
 MODES = ("forward", "forward+backward")
 
@@ -50,19 +53,24 @@ class Config:
     hidden_size: int = 256
     lengths: tuple = (256, 1024, 4096)
     cells: tuple = tuple(CELLS)
-    chunk_size: int = 64
+    chunk_size: int = 64  # the mLSTM's chunkwise form
+    scan_chunk_size: int = 16  # the chunked associative scan
     repeats: int = 5
     breakdown_length: int = 1024  # where the selective SSM's associative form spends its time (0: skip)
     max_bytes: int = 16 * 2**30  # a call whose compiled memory exceeds this is not run (24 GiB here)
     seed: int = 0
 
 
-QUICK = Config(batch_size=2, hidden_size=8, lengths=(16, 32), repeats=2, chunk_size=8, breakdown_length=16)
+QUICK = Config(batch_size=2, hidden_size=8, lengths=(16, 32), repeats=2, chunk_size=8, scan_chunk_size=5,
+               breakdown_length=16)
 
 
-def _run_fn(name: str, method: str, chunk_size: int):
+def _run_fn(method: str, config: Config):
     if method == "chunkwise":
-        return lambda p, x: recurrax.mlstm.chunkwise(p.cell, x, chunk_size=chunk_size)[1]
+        return lambda p, x: recurrax.mlstm.chunkwise(p.cell, x, chunk_size=config.chunk_size)[1]
+    if method == "chunked_associative":
+        chunked = recurrax.parallel.associative(chunk_size=config.scan_chunk_size)
+        return lambda p, x: recurrax.rnn(p, x, method=chunked)[1]
     return lambda p, x: recurrax.rnn(p, x, method=method)[1]
 
 
@@ -75,7 +83,7 @@ def measure(config: Config, name: str, length: int) -> list[dict]:
     xs = jax.random.normal(k_x, (config.batch_size, length, config.hidden_size), jnp.float32)
     jobs, compile_s, results, memory, skipped = [], {}, {}, {}, {}
     for method in methods:
-        run = _run_fn(name, method, config.chunk_size)
+        run = _run_fn(method, config)
         fns = {"forward": run, "forward+backward": jax.grad(lambda p, x, run=run: jnp.mean(run(p, x) ** 2))}
         for mode, fn in fns.items():
             start = time.perf_counter()
@@ -171,7 +179,8 @@ def crossovers(rows: list[dict]) -> dict:
 
 def table(config: Config, rows: list[dict]) -> str:
     lines = [f"B = {config.batch_size}, H = {config.hidden_size}, float32, {config.repeats} interleaved "
-             f"repeats (median), chunk size {config.chunk_size}; speed-up = scan time / method time.", "",
+             f"repeats (median), chunkwise chunks of {config.chunk_size}, chunked associative chunks of "
+             f"{config.scan_chunk_size}; speed-up = scan time / method time.", "",
              "| cell | method | T | forward | speed-up | fwd+bwd | speed-up | max output dev. | max grad dev. (rel.) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

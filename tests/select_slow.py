@@ -29,7 +29,8 @@ HEADER = """\
 # that listed them, in cold runs on 2 cores: 3 s over the whole suite, then over the fast tier
 # alone 4 s (on a loaded machine) and 6 s (in a clean-clone run of .ci/run); the modern cells'
 # tests (issue 29) at 1 s, over their own files and their cases of the common suite, so that the
-# fast tier keeps its 8 minutes. conftest.py marks
+# fast tier keeps its 8 minutes; the modern study's and the chunked associative scan's tests
+# (issue 29, second part) at 3 s, over a run of their own files. conftest.py marks
 # them `slow`; the README's test command runs the rest (-m "not slow"), .ci/run runs both tiers.
 # Tests whose cost sits in a shared fixture are marked in their modules instead (test_tour.py
 # and test_sharding.py whole, test_site.py's builds and pages): a list would move that cost to

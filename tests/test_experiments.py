@@ -202,6 +202,47 @@ def test_long_range_quick_runs_every_task_and_cell(tmp_path):
     assert all(np.isfinite(r["metric"]) and r["stopped"] is None for r in rows)
 
 
+def test_modern_quick_trains_each_form_on_every_task(tmp_path):
+    from experiments import modern
+
+    # One model of each form: the scan (LSTM), the mLSTM's chunkwise form, Hawk's block sequence.
+    config = dataclasses.replace(modern.QUICK, models=("LSTM", "mLSTM", "Hawk"))
+    result = modern.run(config, tmp_path)
+    rows, summary = result["rows"], result["summary"]
+    assert [(r["task"], r["model"]) for r in rows] == [(t, m) for t in modern.TASKS for m in config.models]
+    for row in rows:
+        assert 0 <= row["accuracy"] <= 1 and row["memory_bytes"] > 0 and row["stopped"] is None
+        assert abs(row["params"] - config.params) < 0.25 * config.params, row
+    chance = {r["task"]: r["chance"] for r in rows}
+    assert chance == pytest.approx({"selective_copying": 1 / 4, "induction_heads": 1 / 5, "adding": 0.0784,
+                                    "temporal_order": 0.25})
+    assert [r["accuracies"] for r in summary] == [[r["accuracy"]] for r in rows]
+    two_seeds = modern.summarise([dict(rows[0], seed=0, accuracy=0.25), dict(rows[0], seed=1, accuracy=0.75)])
+    assert two_seeds[0]["accuracies"] == [0.25, 0.75] and two_seeds[0]["mean_accuracy"] == 0.5
+    text = (tmp_path / "results.md").read_text()
+    assert "Seeds 0; 3 updates of 8" in text and "| adding | LSTM |" in text and "Hochreiter" in text
+    assert (tmp_path / "modern.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("model", ["mLSTM", "Hawk"])
+def test_modern_parallel_forms_equal_the_scan_and_widths_match_the_budget(model, monkeypatch):
+    from experiments import modern
+
+    config = modern.QUICK
+    width = modern.matched_width(model, 5, 3, config)
+
+    def count(w):
+        shapes = jax.eval_shape(lambda: modern._init(jax.random.key(0), model, 5, 3, w, config.embed_size))
+        return modern.parameter_count(shapes)
+
+    assert width == min(range(4, 65, 4), key=lambda w: abs(count(w) - config.params))  # brute force
+    params = modern._init(jax.random.key(1), model, 5, 3, width, config.embed_size)
+    xs = jax.random.normal(jax.random.key(2), (2, 20, 5))  # chunkwise: 20 steps in chunks of 64, padded
+    parallel = modern._predict(model, params, xs)
+    monkeypatch.setattr(modern, "FORMS", {})
+    np.testing.assert_allclose(parallel, modern._predict(model, params, xs), atol=2e-5)
+
+
 def test_hello_study_predicts_ello_and_writes_hello(tmp_path):
     from experiments import hello
 

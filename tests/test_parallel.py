@@ -93,6 +93,34 @@ def test_associative_equals_sequential(cell, reverse, key):
     assert _max_diff(expected[1], jnp.moveaxis(time_major[1], 0, -2)) < 1e-6
 
 
+CHUNKED_CELLS = [("lru", {}), ("selective_ssm", {"state_size": 3}), ("mlstm", {"num_heads": 2, "eps": 0.0}),
+                 ("mingru", {"log_space": True})]
+
+
+@pytest.mark.parametrize("cell, options, chunk_size", [(cell, options, 5) for cell, options in CHUNKED_CELLS]
+                         + [("lru", {}, 1), ("lru", {}, 12), ("selective_ssm", {"state_size": 3}, 40)])
+def test_chunked_associative_equals_sequential_with_gradients(cell, options, chunk_size, key):
+    # Chunks that divide T = 12 and chunks that do not (padded), one step, and one larger than T,
+    # in both directions, with lengths; the gradient of every parameter and input too. Carries
+    # are compared in the linear coordinates (to_linear): the mLSTM's associative form returns
+    # its carry in the gauge m = 0, another representation of the same state.
+    params = recurrax.init_rnn(key, cell, 3, 4, dtype=jnp.float64, learned_initial=True, **options)
+    linear = functools.partial(params.family.to_linear or (lambda p, c: c), params.cell)
+    xs, lengths = _inputs(jax.random.key(1))
+    method = parallel.associative(chunk_size=chunk_size, log_space=options.get("log_space", False))
+    for reverse in (False, True):
+        final, ys, carries = recurrax.rnn(params, xs, lengths=lengths, reverse=reverse, return_carries=True)
+        got = recurrax.rnn(params, xs, lengths=lengths, reverse=reverse, return_carries=True, method=method)
+        assert _max_diff((linear(final), ys, linear(carries)), (linear(got[0]), got[1], linear(got[2]))) < 1e-10
+
+    def loss(p, x, method):
+        final, ys = recurrax.rnn(p, x, lengths=lengths, method=method)
+        squares = [jnp.real(leaf * jnp.conj(leaf)) for leaf in jax.tree.leaves(linear(final))]
+        return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(square) for square in squares)
+
+    assert _max_diff(jax.grad(loss, (0, 1))(params, xs, "scan"), jax.grad(loss, (0, 1))(params, xs, method)) < 1e-10
+
+
 @pytest.mark.parametrize("cell", ["mingru", "minlstm"])
 def test_log_space_scan_equals_sequential(cell, key):
     params = recurrax.init_rnn(key, cell, 3, 5, dtype=jnp.float64, log_space=True)
@@ -409,5 +437,10 @@ def test_bad_method_requests_are_value_errors(key):
         recurrax.rnn(plain, xs, method=parallel.associative(log_space=True))
     with pytest.raises(ValueError, match="positive integer max_iterations"):
         parallel.deer(max_iterations=0)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match=f"Expected chunk_size None or a positive integer.*got chunk_size={bad}"):
+            parallel.associative(chunk_size=bad)
+    with pytest.raises(ValueError, match="with method='associative'.*method='deer'"):
+        parallel.Method("deer", chunk_size=4)
     with pytest.raises(ValueError, match="damping >= 0"):
         parallel.elk(damping=-1.0)

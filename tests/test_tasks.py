@@ -45,6 +45,33 @@ def test_temporal_order_label_is_the_order_of_x_and_y():
     assert set(labels.tolist()) == {0, 1, 2, 3}
 
 
+def test_selective_copying_answer_is_the_data_in_order():
+    task = tasks.selective_copying(jax.random.key(3), 256, 40, num_tokens=5, vocab_size=7)
+    inputs, targets, teaching = np.asarray(task.xs).argmax(-1), np.asarray(task.targets), np.asarray(task.teaching)
+    assert np.asarray(task.xs).sum(-1).min() == 1  # one-hot at every step
+    for row, target, taught in zip(inputs, targets, teaching):
+        data = [token for token in row[:35] if token != 0]  # noise is 0
+        assert len(data) == 5 and all(1 <= token <= 5 for token in data)
+        assert (row[35:] == 6).all() and target[35:].tolist() == data
+        assert taught.tolist() == [False] * 35 + [True] * 5
+    positions = np.stack([np.nonzero(row[:35])[0] for row in inputs])
+    assert len(np.unique(positions[:, 0])) > 10  # the data move: a selection task, not a fixed copy
+    assert set(np.unique(targets[:, 35:])) == set(range(1, 6))
+
+
+def test_induction_heads_answer_follows_the_first_special_token():
+    task = tasks.induction_heads(jax.random.key(4), 512, 30, vocab_size=6)
+    inputs, targets = np.asarray(task.xs).argmax(-1), np.asarray(task.targets)
+    for row, target in zip(inputs, targets):
+        specials = np.nonzero(row == 5)[0]
+        assert len(specials) == 2 and specials[-1] == 29 and specials[0] <= 27
+        assert (target == row[specials[0] + 1]).all() and row[specials[0] + 1] != 5
+    assert np.asarray(task.teaching).sum(1).tolist() == [1] * 512 and np.asarray(task.teaching)[:, -1].all()
+    assert set(np.unique(targets)) == set(range(5))
+    first = (inputs == 5).argmax(1)
+    assert first.min() == 0 and first.max() == 27  # the whole range [0, T − 3]
+
+
 def test_reverse_and_sort_pairs():
     pairs = tasks.reverse_pairs(3, 500, min_length=2, max_length=9, alphabet="xyz")
     assert all(target == source[::-1] and set(source) <= set("xyz") for source, target in pairs)
@@ -92,6 +119,9 @@ def test_date_pairs_normalise_every_format():
     (lambda: tasks.date_pairs(0, 3, first_year=1900, last_year=2049), "at most 100 years"),
     (lambda: tasks.date_pairs(0, 3, formats=("yyyy.mm.dd",)), "Expected date formats among"),
     (lambda: tasks.format_date(datetime.date(2021, 3, 3), "iso"), "Expected a date format in"),
+    (lambda: tasks.selective_copying(jax.random.key(0), 2, 31, num_tokens=16), "Expected length >= 2·num_tokens = 32"),
+    (lambda: tasks.selective_copying(jax.random.key(0), 2, 40, vocab_size=2), "Expected vocab_size >= 3"),
+    (lambda: tasks.induction_heads(jax.random.key(0), 2, 2), "Expected vocab_size >= 2 and length >= 3"),
 ])
 def test_bad_task_settings(call, message):
     with pytest.raises(ValueError, match=message):

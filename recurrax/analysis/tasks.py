@@ -11,6 +11,10 @@ can be read against them.
   of two marked symbols among distractors, 4 classes;
 - ``recall_task``: name the symbol flagged exactly L steps before the end (the truncated-vs-full
   BPTT study);
+- ``selective_copying`` (Gu & Dao 2023, §3.1): repeat, in order, the data tokens scattered among
+  noise tokens;
+- ``induction_heads`` (Olsson et al. 2022; Gu & Dao 2023, §4.1): name the token that followed a
+  special token the first time it appeared;
 - ``copy`` (Graves et al. 2014, §4.1): reproduce a variable-length sequence of random bit vectors
   after a delimiter, scored with ``bit_errors`` (bits wrong per sequence);
 - ``associative_recall`` (Graves et al. 2014, §4.3): after a list of items, give the item that
@@ -214,6 +218,83 @@ def temporal_order(
     xs = jax.nn.one_hot(symbols, 8, dtype=jnp.float32)
     targets = jnp.broadcast_to(label[:, None], (batch_size, max_length)).astype(jnp.int32)
     return Task(xs, targets, steps == end - 1)
+
+
+def selective_copying(
+    key: jax.Array, batch_size: int, length: int, *, num_tokens: int = 16, vocab_size: int = 16
+) -> Task:
+    """Selective copying (Gu & Dao 2023, §3.1 and appendix E.1): repeat the data tokens, in order.
+
+    Tokens: 0 is noise, ``1 … vocab_size − 2`` are data, ``vocab_size − 1`` is the marker. The
+    first ``length − num_tokens`` steps are noise except ``num_tokens`` data tokens (uniform) at
+    distinct random steps; the last ``num_tokens`` steps show the marker, and their targets are
+    the data tokens in the order they appeared. Unlike the plain copy task the data's positions
+    vary, so a model must select by content, not by time. Inputs one-hot ``(B, T, vocab_size)``;
+    targets ``(B, T)`` int32 (0 outside the answer); ``teaching`` the last ``num_tokens`` steps.
+    Chance per token: ``1 / (vocab_size − 2)``. The paper's setting: T = 4096, 16 tokens, a vocabulary
+    of 16.
+
+    >>> task = selective_copying(jax.random.key(0), 2, 10, num_tokens=3, vocab_size=6)
+    >>> inputs = task.xs.argmax(-1)
+    >>> shown = [row[row > 0].tolist() for row in inputs[:, :-3]]
+    >>> bool((inputs[:, -3:] == 5).all()), shown == task.targets[:, -3:].tolist()
+    (True, True)
+    """
+    batch_size, length = check_positive_int(batch_size, "batch_size"), check_positive_int(length, "length")
+    num_tokens, vocab_size = check_positive_int(num_tokens, "num_tokens"), check_positive_int(vocab_size, "vocab_size")
+    if vocab_size < 3:
+        raise ValueError(f"Expected vocab_size >= 3 (noise, a data token, the marker), got {vocab_size}.")
+    if length < 2 * num_tokens:
+        raise ValueError(
+            f"Expected length >= 2·num_tokens = {2 * num_tokens} (the data, then the answer), got {length}."
+        )
+    k_place, k_data = jax.random.split(key)
+    span = length - num_tokens
+    # num_tokens distinct steps of the first `span`, in increasing order, per sequence
+    order = jnp.argsort(jax.random.uniform(k_place, (batch_size, span)), axis=1)
+    positions = jnp.sort(order[:, :num_tokens], axis=1)
+    data = jax.random.randint(k_data, (batch_size, num_tokens), 1, vocab_size - 1)
+    rows = jnp.arange(batch_size)[:, None]
+    inputs = jnp.zeros((batch_size, length), jnp.int32).at[rows, positions].set(data)
+    inputs = inputs.at[:, span:].set(vocab_size - 1)
+    targets = jnp.zeros((batch_size, length), jnp.int32).at[:, span:].set(data)
+    teaching = jnp.zeros((batch_size, length), bool).at[:, span:].set(True)
+    return Task(jax.nn.one_hot(inputs, vocab_size, dtype=jnp.float32), targets, teaching)
+
+
+def induction_heads(key: jax.Array, batch_size: int, length: int, *, vocab_size: int = 16) -> Task:
+    """Induction heads (Olsson et al. 2022; Gu & Dao 2023, §4.1): recall what followed a special token.
+
+    Tokens ``0 … vocab_size − 2`` are ordinary, ``vocab_size − 1`` is special. Every step shows a
+    uniform ordinary token, except the special token at one step ``p`` uniform in ``[0, T − 3]``
+    and again at the last step; the target at the last step is the token at ``p + 1``. This is
+    associative recall with one key: the model must find the special token by its content and
+    hold what came next for up to ``T − 2`` steps. Inputs one-hot ``(B, T, vocab_size)``; targets
+    ``(B, T)`` int32 (the answer, repeated); ``teaching`` the last step. Chance: ``1 / (vocab_size − 1)``.
+    The paper's setting: T = 256, a vocabulary of 16.
+
+    >>> task = induction_heads(jax.random.key(0), 3, 12, vocab_size=5)
+    >>> inputs = task.xs.argmax(-1)
+    >>> p = (inputs[:, :-1] == 4).argmax(1)
+    >>> bool((inputs[:, -1] == 4).all()), (inputs[jnp.arange(3), p + 1] == task.targets[:, -1]).tolist()
+    (True, [True, True, True])
+    """
+    batch_size, length = check_positive_int(batch_size, "batch_size"), check_positive_int(length, "length")
+    vocab_size = check_positive_int(vocab_size, "vocab_size")
+    if vocab_size < 2 or length < 3:
+        raise ValueError(
+            f"Expected vocab_size >= 2 and length >= 3 (the special token, its successor, the query), "
+            f"got {vocab_size} and {length}."
+        )
+    k_tokens, k_place = jax.random.split(key)
+    special = vocab_size - 1
+    inputs = jax.random.randint(k_tokens, (batch_size, length), 0, special)
+    position = jax.random.randint(k_place, (batch_size,), 0, length - 2)
+    rows = jnp.arange(batch_size)
+    inputs = inputs.at[rows, position].set(special).at[:, -1].set(special)
+    answer = inputs[rows, position + 1]
+    targets = jnp.broadcast_to(answer[:, None], (batch_size, length)).astype(jnp.int32)
+    return Task(jax.nn.one_hot(inputs, vocab_size, dtype=jnp.float32), targets, _last_step_only(batch_size, length))
 
 
 def recall_task(key: jax.Array, batch_size: int, *, lag: int, length: int, vocab_size: int = 8) -> Task:

@@ -28,6 +28,10 @@ class Method:
     - ``"associative"``: one associative scan, exact, for cells that declare
       ``linear_recurrence`` (minGRU, minLSTM, LRU); ``log_space=True`` runs it on logarithms
       (cells that declare ``log_linear_recurrence``: minGRU/minLSTM in their log-space form).
+      ``chunk_size=L`` runs it within chunks of L steps and a ``lax.scan`` across them: the
+      same result, with each chunk's ``(L, B, state)`` gates and states formed, scanned and read
+      out while they are in cache, never the whole ``(T, B, state)`` at once (the form for
+      large states, e.g. the selective SSM's ``(E, N)`` per example, on a CPU).
     - ``"deer"``, ``"quasi_deer"``, ``"elk"``: Newton's method over the whole trajectory (any
       cell; see ``recurrax.parallel._newton``), each iteration one associative scan, until the
       residual is at most ``tol`` (default 1e-5 in float32, 1e-10 in float64) or
@@ -37,6 +41,7 @@ class Method:
 
     name: str = "scan"
     log_space: bool = False
+    chunk_size: Optional[int] = None
     tol: Optional[float] = None
     max_iterations: Optional[int] = None
     damping: float = 0.0
@@ -46,6 +51,12 @@ class Method:
             raise ValueError(f"Expected a method in {METHODS}, got {self.name!r}.")
         if self.log_space and self.name != "associative":
             raise ValueError(f"log_space is an option of method='associative', got method={self.name!r}.")
+        if self.chunk_size is not None and (self.name != "associative" or isinstance(self.chunk_size, bool)
+                                            or not isinstance(self.chunk_size, int) or self.chunk_size < 1):
+            raise ValueError(
+                f"Expected chunk_size None or a positive integer, with method='associative'; got "
+                f"chunk_size={self.chunk_size!r}, method={self.name!r}."
+            )
         if self.tol is not None and not (isinstance(self.tol, (int, float)) and self.tol > 0):
             raise ValueError(f"Expected a positive tol, got {self.tol!r}.")
         if self.max_iterations is not None and not (
@@ -57,9 +68,10 @@ class Method:
             raise ValueError(f"damping > 0 is method='elk' (damping={self.damping!r}, method={self.name!r}).")
 
 
-def associative(*, log_space: bool = False) -> Method:
-    """The exact associative scan of a linear recurrence (optionally in log space)."""
-    return Method("associative", log_space=log_space)
+def associative(*, log_space: bool = False, chunk_size: Optional[int] = None) -> Method:
+    """The exact associative scan of a linear recurrence (optionally in log space; optionally
+    within chunks of ``chunk_size`` steps, a sequential scan across chunks)."""
+    return Method("associative", log_space=log_space, chunk_size=chunk_size)
 
 
 def deer(*, tol: Optional[float] = None, max_iterations: Optional[int] = None) -> Method:
@@ -187,6 +199,37 @@ def _associative(family, params, carry, xs, mask, log_space):
     return from_linear(params, states)
 
 
+def _outputs(family, params, carry, carries, xs, mask, method: Method):
+    """Outputs ``(T, B, O)`` of the carries ``(T, B, ...)`` reached from ``carry`` (0 where masked)."""
+    if method.name == "associative" and family.output is not None:
+        ys = family.output(params, carries, xs)
+        return jnp.where(mask[..., None], ys, jnp.zeros((), ys.dtype))
+    previous = jax.tree.map(lambda c0, cs: jnp.concatenate([c0[None], cs[:-1]], axis=0), carry, carries)
+    return _outputs_from_steps(family, params, previous, xs, mask)
+
+
+def _chunked_associative(family, params, carry, xs, mask, method: Method):
+    """Carries and outputs ``(T, B, ...)``: an associative scan within each chunk of
+    ``method.chunk_size`` steps, from the carry the chunk before it ends in (``lax.scan``). A T
+    that the chunk size does not divide is padded with masked steps, which leave the state as
+    it is, and their outputs are dropped."""
+    time, size = xs.shape[0], method.chunk_size
+    chunks = -(-time // size)
+    pad = chunks * size - time
+    xs = jnp.concatenate([xs, jnp.zeros((pad,) + xs.shape[1:], xs.dtype)])
+    mask = jnp.concatenate([mask, jnp.zeros((pad,) + mask.shape[1:], bool)])
+
+    def chunk(c, inputs):
+        x, m = inputs
+        carries = _associative(family, params, c, x, m, method.log_space)
+        return jax.tree.map(lambda v: v[-1], carries), (carries, _outputs(family, params, c, carries, x, m, method))
+
+    split = lambda v: v.reshape((chunks, size) + v.shape[1:])
+    _, (carries, ys) = jax.lax.scan(chunk, carry, (split(xs), split(mask)))
+    merge = lambda v: v.reshape((chunks * size,) + v.shape[2:])[:time]
+    return jax.tree.map(merge, carries), merge(ys)
+
+
 def solve(params, xs: jax.Array, *, method: Union[str, Method], carry: Any = None,
           lengths: Optional[jax.Array] = None, mask: Optional[jax.Array] = None, reverse: bool = False,
           time_major: bool = False, initial_guess: Any = None) -> Solution:
@@ -221,8 +264,13 @@ def solve(params, xs: jax.Array, *, method: Union[str, Method], carry: Any = Non
 
     if method.name == "scan":
         raise ValueError("method='scan' is rnn's own loop: call rnn(...), or pick a parallel method.")
-    if method.name == "associative":
+    if method.name == "associative" and method.chunk_size is not None:
+        carries, ys = _chunked_associative(family, cell, carry_f, xs_f, mask_f, method)
+        zero = jnp.zeros((), dtype)
+        iterations, residual, converged = jnp.zeros((), jnp.int32), zero, jnp.array(True)
+    elif method.name == "associative":
         carries = _associative(family, cell, carry_f, xs_f, mask_f, method.log_space)
+        ys = _outputs(family, cell, carry_f, carries, xs_f, mask_f, method)
         zero = jnp.zeros((), dtype)
         iterations, residual, converged = jnp.zeros((), jnp.int32), zero, jnp.array(True)
     else:
@@ -234,12 +282,7 @@ def solve(params, xs: jax.Array, *, method: Union[str, Method], carry: Any = Non
         states, (iterations, residual, converged) = solve_trajectory(
             problem, cell, flat.ravel(carry_f, (batch,)), xs_f, mask_f, guess)
         carries = flat.unravel(states)
-    previous = jax.tree.map(lambda c0, cs: jnp.concatenate([c0[None], cs[:-1]], axis=0), carry_f, carries)
-    if method.name == "associative" and family.output is not None:
-        ys = family.output(cell, carries, xs_f)
-        ys = jnp.where(mask_f[..., None], ys, jnp.zeros((), ys.dtype))
-    else:
-        ys = _outputs_from_steps(family, cell, previous, xs_f, mask_f)
+        ys = _outputs(family, cell, carry_f, carries, xs_f, mask_f, method)
     final = jax.tree.map(lambda cs: cs[-1], carries)
     if reverse:
         carries, ys = jax.tree.map(lambda v: v[::-1], (carries, ys))
