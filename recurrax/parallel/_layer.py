@@ -26,8 +26,9 @@ class Method:
 
     - ``"scan"``: ``lax.scan``, T dependent steps (the default; every cell).
     - ``"associative"``: one associative scan, exact, for cells that declare
-      ``linear_recurrence`` (minGRU, minLSTM, LRU); ``log_space=True`` runs it on logarithms
-      (cells that declare ``log_linear_recurrence``: minGRU/minLSTM in their log-space form).
+      ``linear_recurrence``: minGRU, minLSTM, LRU, RG-LRU, selective SSM, mLSTM. ``log_space=True``
+      runs it on logarithms (cells that declare ``log_linear_recurrence``: minGRU/minLSTM in
+      their log-space form).
       ``chunk_size=L`` runs it within chunks of L steps and a ``lax.scan`` across them: the
       same result, with each chunk's ``(L, B, state)`` gates and states formed, scanned and read
       out while they are in cache, never the whole ``(T, B, state)`` at once (the form for
