@@ -38,6 +38,7 @@ model can get to, not a like-for-like comparison with this budget.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 import time
 
@@ -127,6 +128,7 @@ def _init(key, model: str, input_size: int, output_size: int, width: int, embed_
             "head": recurrax.init_dense(k_head, width, output_size)}
 
 
+@functools.cache  # asked once for the memory and once per seed of every (task, model)
 def matched_width(model: str, input_size: int, output_size: int, config: Config) -> int:
     """The width (a multiple of 4 up to 512) whose model has the parameter count nearest ``config.params``.
 
