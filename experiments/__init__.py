@@ -1,9 +1,10 @@
-"""Runnable studies and benchmarks: ``python -m experiments NAME [--quick] [--key value ...]``.
+"""Runnable studies and benchmarks: ``python -m experiments NAME [--quick | --preset P] [--key value ...]``.
 
 Each experiment is a module with a frozen-dataclass ``Config`` (the defaults), a ``QUICK``
 config small enough for the test suite, and ``run(config, out_dir) -> dict`` that writes
-``out_dir/results.json`` (and figures) and returns the results. Experiments use only the public
-API of ``recurrax``.
+``out_dir/results.json`` (and figures) and returns the results. A module may also name larger
+configs in ``PRESETS`` (``--preset NAME``, e.g. a run at a paper's scale). Experiments use only
+the public API of ``recurrax``.
 """
 
 EXPERIMENTS = {

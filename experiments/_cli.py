@@ -55,7 +55,7 @@ def parse_overrides(config: Any, args: Sequence[str]) -> Any:
 
 
 def list_experiments() -> str:
-    lines = ["Experiments (python -m experiments NAME [--quick] [--key value ...]):"]
+    lines = ["Experiments (python -m experiments NAME [--quick | --preset P] [--key value ...]):"]
     for name, module_name in EXPERIMENTS.items():
         doc = (importlib.import_module(module_name).__doc__ or "").strip().splitlines()[0]
         lines.append(f"  {name:<20} {doc}")
@@ -74,6 +74,17 @@ def main(argv: Sequence[str]) -> int:
     quick = "--quick" in rest
     if quick:
         rest.remove("--quick")
+    base = module.QUICK if quick else module.Config()
+    if "--preset" in rest:  # a named config of the module's PRESETS (e.g. a paper-scale run)
+        index = rest.index("--preset")
+        presets = getattr(module, "PRESETS", {})
+        chosen = rest[index + 1] if index + 1 < len(rest) else None
+        if quick or chosen not in presets:
+            print(f"--preset expects one of {sorted(presets) or 'none (this experiment has no presets)'}"
+                  f"{' and no --quick' if quick else ''}, got {chosen!r}.", file=sys.stderr)
+            return 2
+        base = presets[chosen]
+        del rest[index : index + 2]
     out_dir = pathlib.Path("runs") / name
     if "--out" in rest:
         index = rest.index("--out")
@@ -83,9 +94,11 @@ def main(argv: Sequence[str]) -> int:
         print(module.__doc__)
         for f in dataclasses.fields(module.Config):
             print(f"  --{f.name} (default {getattr(module.Config(), f.name)!r})")
+        for preset in getattr(module, "PRESETS", {}):
+            print(f"  --preset {preset}")
         return 0
     try:
-        config = parse_overrides(module.QUICK if quick else module.Config(), rest)
+        config = parse_overrides(base, rest)
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import pathlib
 import time
@@ -129,11 +130,35 @@ class Config:
     hf_batch_size: int = 500  # fresh gradient batch each update
     hf_curvature_batch_size: int = 150  # its first sequences give the curvature
     hf_max_cg_iters: int = 150
+    hf_recipe: str = "recurrax"  # or "authors": Martens & Sutskever's released code (``_hessian_free``)
+    # A directory: each run's result is kept there and read back instead of rerun, and each HF
+    # run checkpoints every ``hf_eval_every`` updates and resumes (``_hessian_free``). "": none.
+    checkpoint_dir: str = ""
     # False where the config is too small to show the effects (QUICK: T = 20, a few updates):
     # every expectation then says "not measured at this size", beside its numbers.
     measures_expectations: bool = True
     seed: int = 0
 
+
+# The paper-scale runs (issue 30; ``--preset paper``): 100 units for every network, the HF
+# methods on every problem with the authors' recipe and their comment's smaller batches ("a
+# batch_size of 300 can solve the T=100 versions": 3000 gradient sequences of which 300 give
+# the curvature, 300 the backtracking and 300 the line search; they use 1000 and 10 000),
+# μ = 0.0075 (their 0.03 on ¼(1 − h²), our ``hidden_loss="tanh"`` being 1 − h²), CG ≤ 300, at
+# most ``hf_steps`` updates; the gradient-trained networks get up to 4000 updates of 64, the
+# LSTM a forget-gate bias of 5 (σ(5)^100 ≈ 0.51: H&S 1997's LSTM had no forget gate, and the
+# "chrono" initialisation of Tallec & Ollivier 2018 draws it up to log(T) ≈ 4.6 at T = 100;
+# with the default 1, 2000 updates left addition and temporal order at chance in 3 of 3 seeds).
+# Hours per problem on 2 cores: each run is checkpointed and kept in ``checkpoint_dir``, so the
+# same command resumes where it stopped; run the cells in any order with ``--methods``,
+# ``--tasks``, ``--lengths`` (T = 200: addition, temporal order and multiplication).
+PAPER = Config(lengths=(100,), seeds=3, hidden_size=100, batch_size=64, steps=4000, eval_every=100,
+               eval_size=2000, lstm_forget_bias=5.0, hf_tasks=tuple(tasks.PATHOLOGICAL),
+               hf_structural_damping=0.0075, hf_steps=500, hf_eval_every=5, hf_batch_size=3000,
+               hf_curvature_batch_size=300, hf_max_cg_iters=300, hf_recipe="authors",
+               checkpoint_dir="runs/mitigations_paper/runs")
+
+PRESETS = {"paper": PAPER}
 
 QUICK = Config(tasks=("temporal_order",), lengths=(20,), seeds=2, hidden_size=8, batch_size=8, steps=20,
                eval_every=10, eval_size=32, esn_hidden_size=20, esn_train_size=32, hf_steps=4, hf_eval_every=2,
@@ -337,6 +362,50 @@ def echo_state_network(config: Config, name: str, length: int, seed: int) -> dic
 # The matching loss of each problem kind for ``recurrax.hessian_free`` (``_hessian_free``).
 HF_LOSS = {"regression": "squared_error", "binary": "logistic", "classes": "softmax_cross_entropy"}
 
+# ``hf_recipe="authors"``: the released code of Martens & Sutskever (github.com/barapa/HF-RNN,
+# "WRITTEN BY ILYA SUTSKEVER, 2011"; opt/hf.py, opt/r/demo.py, opt/d/seq/utils). Their λ₀ is
+# 0.01 × the data object's ``num_outputs`` (demo.py: ``init_damping = [1, .03] * num_outputs *
+# 0.01``), which is 8 for both temporal orders (4 or 8 classes), T for random permutation and
+# 2 · 5 · T for the 5-bit memorisation; their weight decay is 2e-5 (demo.py ``L2_decay``).
+AUTHORS_L2 = 2e-5
+
+
+def authors_num_outputs(name: str, length: int) -> int:
+    """The released code's ``num_outputs`` of problem ``name`` at T = ``length`` (its λ₀ is 0.01 × this)."""
+    return {"temporal_order": 8, "temporal_order_3bit": 8, "random_permutation": length,
+            "memorization": 2 * 5 * length}.get(name, 1)
+
+
+def _sparse_columns(key, shape, connections: int, dtype=jnp.float32):
+    """``connections`` N(0, 1/connections) weights into each column (unit), the rest zero: the
+    released code's ``initialize_self(num_in=15, scale=1/√15)`` (opt/utils/extra.py
+    ``sparsify_strict``), which is not rescaled to a spectral radius."""
+    k_pick, k_value = jax.random.split(key)
+    order = jnp.argsort(jax.random.uniform(k_pick, shape), axis=0)
+    keep = order < min(connections, shape[0])
+    return jnp.where(keep, jax.random.normal(k_value, shape, dtype) / math.sqrt(connections), 0.0).astype(dtype)
+
+
+def _init_authors(config: Config, key, input_size: int, output_size: int) -> dict:
+    """The released code's model: ``h_t = tanh(h_{t−1} W_hh + x_t W_vh)``, ``z_t = h_t W_ho``, no
+    biases, a learned initial state ``h0``; every weight array sparse (``_sparse_columns``, 15
+    incoming), ``W_vh`` then × 0.25 (demo.py: "A VERY IMPORTANT LINE OF CODE")."""
+    h, c = config.hidden_size, config.momentum_connections
+    k_x, k_h, k_o, k_0 = jax.random.split(key, 4)
+    return {"w_x": 0.25 * _sparse_columns(k_x, (input_size, h), c), "w_h": _sparse_columns(k_h, (h, h), c),
+            "w_o": _sparse_columns(k_o, (h, output_size), c),
+            "h0": jax.random.normal(k_0, (h,)) / math.sqrt(c)}
+
+
+def _authors_layers(params: dict) -> dict:
+    """``_init_authors``'s params as recurrax layers (``rnn``, ``dense``) with zero, untrained biases."""
+    hidden, outputs = params["w_o"].shape
+    layer = recurrax.init_rnn(jax.random.key(0), "elman", params["w_x"].shape[0], hidden, learned_initial=True)
+    cell = layer.cell._replace(w_x=params["w_x"], w_h=params["w_h"], b=jnp.zeros((hidden,), params["w_h"].dtype))
+    head = recurrax.init_dense(jax.random.key(0), hidden, outputs)
+    return {"rnn": layer._replace(cell=cell, initial=layer.initial._replace(h=params["h0"])),
+            "head": head._replace(w=params["w_o"], b=jnp.zeros((outputs,), params["w_o"].dtype))}
+
 
 def _valid_steps(teaching: jax.Array) -> jax.Array:
     """``(B, T)`` bool: the steps up to each sequence's last taught step (the rest is padding)."""
@@ -350,64 +419,140 @@ def _hf_model(params, inputs):
     return recurrax.dense(params["head"], hs), hs * valid[..., None].astype(hs.dtype)
 
 
-def _hf_batch(task) -> tuple:
-    """A ``Task`` as ``HessianFree``'s ``((xs, valid), targets, weights)``: the loss counts the taught steps."""
-    return (task.xs, _valid_steps(task.teaching)), task.targets, task.teaching
+def _hf_batch(task, per_output: bool = False) -> tuple:
+    """A ``Task`` as ``HessianFree``'s ``((xs, valid), targets, weights)``: the loss counts the taught
+    steps, summed per sequence, or (``per_output``, the released code) averaged over them."""
+    weights = task.teaching.astype(jnp.float32)
+    if per_output:
+        weights = weights * (weights.shape[0] / jnp.sum(weights))
+    return (task.xs, _valid_steps(task.teaching)), task.targets, weights
 
 
 @functools.cache
 def _hf_compiled(name: str, length: int, config: Config, structural_damping: bool):
-    """``(optimizer, init(seed), chunk(state, key, start), evaluate(params, xs))`` for one HF cell, built once."""
+    """``(init(seed), step(state, batch), batch_at(key, step), evaluate(params, xs))`` for one HF cell."""
     from recurrax import hessian_free
 
     spec = tasks.PATHOLOGICAL[name]
     input_size = tasks.pathological(name, jax.random.key(0), 1, length).xs.shape[-1]
-    optimizer = hessian_free.HessianFree(
-        _hf_model, HF_LOSS[spec.kind],
-        structural_damping=config.hf_structural_damping if structural_damping else 0.0,
-        hidden_loss="tanh", initial_damping=config.hf_initial_damping, max_cg_iters=config.hf_max_cg_iters,
-        curvature_batch_size=config.hf_curvature_batch_size)
+    mu = config.hf_structural_damping if structural_damping else 0.0
+    n = config.hf_curvature_batch_size
+    common = dict(structural_damping=mu, hidden_loss="tanh", max_cg_iters=config.hf_max_cg_iters,
+                  curvature_batch_size=n)
+    if config.hf_recipe == "authors":
+        if config.hf_batch_size < 3 * n:
+            raise ValueError(f"Expected hf_batch_size >= 3 × hf_curvature_batch_size = {3 * n} with the "
+                             f"authors' recipe (curvature, backtracking and line-search rows), got {config.hf_batch_size}.")
+        optimizer = hessian_free.HessianFree(
+            lambda p, inputs: _hf_model(_authors_layers(p), inputs), HF_LOSS[spec.kind],
+            initial_damping=0.01 * authors_num_outputs(name, length), l2=AUTHORS_L2, rho="damped",
+            backtracking="minimum", save_every=10, line_search="decrease", max_line_search_steps=50, **common)
+
+        def make(key):
+            return _init_authors(config, key, input_size, spec.output_size)
+
+        def split(batch):  # rows [0, n), [n, 2n), [2n, 3n): curvature, backtracking, line search
+            rows = [jax.tree.map(lambda a, i=i: a[i * n:(i + 1) * n], batch) for i in range(3)]
+            return rows
+
+        layers = _authors_layers
+    elif config.hf_recipe == "recurrax":
+        optimizer = hessian_free.HessianFree(_hf_model, HF_LOSS[spec.kind], initial_damping=config.hf_initial_damping,
+                                             **common)
+
+        def make(key):
+            return _init_tanh(config, key, input_size, spec.output_size, sparse=True)
+
+        def split(batch):
+            return []
+
+        def layers(p):
+            return p
+    else:
+        raise ValueError(f"Expected hf_recipe 'recurrax' or 'authors', got {config.hf_recipe!r}.")
 
     def init(seed: int):
-        params = _init_tanh(config, jax.random.key(seed), input_size, spec.output_size, sparse=True)
-        return optimizer.init(params, jax.random.key(seed))
+        return optimizer.init(make(jax.random.key(seed)), jax.random.key(seed))
 
     @jax.jit
-    def chunk(state, key, start):
-        # ``hf_eval_every`` updates, each on a fresh gradient batch of ``hf_batch_size`` sequences;
-        # the curvature uses its first ``hf_curvature_batch_size`` (Martens 2010's subset).
-        def step(state, i):
-            task = tasks.pathological(name, jax.random.fold_in(key, start + i), config.hf_batch_size, length)
-            state, metrics = optimizer.step(state, _hf_batch(task))
-            return state, metrics
+    def step(state, batch):
+        return optimizer.step(state, batch, *split(batch))
 
-        return jax.lax.scan(step, state, jnp.arange(config.hf_eval_every))
+    @jax.jit
+    def batch_at(key, i):
+        task = tasks.pathological(name, jax.random.fold_in(key, i), config.hf_batch_size, length)
+        return _hf_batch(task, per_output=config.hf_recipe == "authors")
 
-    return optimizer, init, chunk, jax.jit(_outputs)
+    return init, step, batch_at, jax.jit(lambda p, xs: _outputs(layers(p), xs))
+
+
+def _run_dir(config: Config, method: str, name: str, length: int, seed: int):
+    """Where one run keeps its checkpoints and progress (``checkpoint_dir``), or None."""
+    if not config.checkpoint_dir:
+        return None
+    return pathlib.Path(config.checkpoint_dir) / method / name / f"T{length}" / f"seed{seed}"
 
 
 def _hessian_free(config: Config, name: str, length: int, seed: int, *, structural_damping: bool) -> dict:
-    """Methods 1 and 2: a tanh RNN (``_init_tanh``, sparse ``W_h`` at spectral radius
-    ``momentum_spectral_radius``; seed 0 at T = 100 needed 30 updates for temporal order against
-    60 from an orthogonal ``W_h``) and dense head trained by
-    ``recurrax.hessian_free.HessianFree`` for at most ``hf_steps`` updates, evaluated every
-    ``hf_eval_every`` on the common test batch; μ = ``hf_structural_damping`` or 0."""
-    _, init, chunk, outputs = _hf_compiled(name, length, config, structural_damping)
+    """Methods 1 and 2: a tanh RNN trained by ``recurrax.hessian_free.HessianFree`` for at most
+    ``hf_steps`` updates, evaluated every ``hf_eval_every`` on the common test batch; μ =
+    ``hf_structural_damping`` or 0. ``hf_recipe="recurrax"``: ``_init_tanh``'s sparse ``W_h`` at
+    spectral radius ``momentum_spectral_radius`` (seed 0 at T = 100 needed 30 updates for
+    temporal order against 60 from an orthogonal ``W_h``), biases, a dense head, λ₀ =
+    ``hf_initial_damping``, the optimiser's defaults. ``hf_recipe="authors"``: the released
+    code's model (``_init_authors``), objective (the mean over scored outputs + ½·2e-5‖θ‖²), λ₀
+    (0.01 × ``authors_num_outputs``), ρ on the damped model and the curvature rows, backtracking
+    to the best of every 10th CG iterate on rows of its own, and the line search taking any
+    decrease on another ``hf_curvature_batch_size`` rows.
+
+    Runs through ``recurrax.fit``, ``hf_eval_every`` updates per call: with ``checkpoint_dir``
+    each call checkpoints the state and appends its record (updates, error rate, λ, CG
+    iterations, wall and CPU seconds) to ``progress.jsonl``, so an interrupted run resumes from
+    its last checkpoint (the seconds of an interrupted call are lost from the totals)."""
+    method = "hf_structural" if structural_damping else "hf"
+    init, step, batch_at, outputs = _hf_compiled(name, length, config, structural_damping)
     test = tasks.pathological(name, jax.random.key(10**6 + seed), config.eval_size, length)
     key = jax.random.key(config.seed * 1000 + seed)
     state = init(config.seed * 1000 + seed + 500)
-    done, losses, result, cg_iterations, dampings = 0, [], tasks.Success(1.0, False), 0, []
-    while done < config.hf_steps and not result.solved:
-        state, metrics = chunk(state, key, done)
-        done += config.hf_eval_every
-        losses.append(float(jnp.mean(metrics["loss"])))
-        cg_iterations += int(jnp.sum(metrics["cg_iterations"]))
-        dampings.append(float(metrics["damping"][-1]))
-        if not math.isfinite(losses[-1]):
+    directory = _run_dir(config, method, name, length, seed)
+    records = []
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        if recurrax.checkpoint_steps(directory / "checkpoints"):
+            state = recurrax.restore_checkpoint(directory / "checkpoints", state)
+        if (directory / "progress.jsonl").exists():
+            lines = (directory / "progress.jsonl").read_text().splitlines()
+            records = [r for r in map(json.loads, lines) if r["steps"] <= int(state.step)]
+
+    def evaluate(params):
+        result = tasks.success(name, outputs(params, test.xs), test)
+        return {"error_rate": result.error_rate, "solved": float(result.solved)}
+
+    result = records[-1] if records else {"error_rate": 1.0, "solved": 0.0}
+    while int(state.step) < config.hf_steps and not result["solved"]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        todo = min(config.hf_eval_every, config.hf_steps - int(state.step))
+        fitted = recurrax.fit(state, step, lambda i: batch_at(key, i), num_steps=todo, eval_fn=evaluate,
+                              progress=False, checkpoint_dir=None if directory is None else str(directory / "checkpoints"),
+                              max_to_keep=2)
+        state, last = fitted.state, fitted.history[-1]
+        losses = [r["loss"] for r in fitted.history if "loss" in r]
+        result = {"steps": int(state.step), "error_rate": last["eval_error_rate"], "solved": last["eval_solved"],
+                  "loss": float(np.mean(losses)) if losses else float("nan"),
+                  "damping": float(state.opt_state.damping), "cg_iterations": int(state.opt_state.cg_iterations),
+                  "wall_seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu}
+        records.append(result)
+        if directory is not None:
+            with open(directory / "progress.jsonl", "a") as f:
+                f.write(json.dumps(result) + "\n")
+        if fitted.stopped is not None:  # a non-finite step: fit kept the last finite state
             break
-        result = tasks.success(name, outputs(state.params, test.xs), test)
-    return {"solved": bool(result.solved), "error_rate": result.error_rate, "steps": done, "losses": losses,
-            "cg_iterations": cg_iterations, "damping": dampings}
+    final = records[-1] if records else {**evaluate(state.params), "steps": int(state.step)}
+    return {"solved": bool(final["solved"]), "error_rate": final["error_rate"], "steps": int(state.step),
+            "losses": [r["loss"] for r in records], "damping": [r["damping"] for r in records],
+            "cg_iterations": int(state.opt_state.cg_iterations),
+            "wall_seconds": sum(r["wall_seconds"] for r in records),
+            "cpu_seconds": sum(r["cpu_seconds"] for r in records)}
 
 
 def hf_structural(config: Config, name: str, length: int, seed: int) -> dict:
@@ -434,18 +579,31 @@ METHODS = {
 # --------------------------------------------------------------------------- study
 
 
+def _run(config: Config, method: str, name: str, length: int, seed: int) -> dict:
+    """One run, with its wall and CPU seconds; with ``checkpoint_dir``, kept there and read back."""
+    directory = _run_dir(config, method, name, length, seed)
+    if directory is not None and (directory / "result.json").exists():
+        return json.loads((directory / "result.json").read_text())
+    wall, cpu = time.perf_counter(), time.process_time()
+    with jax.numpy_dtype_promotion("standard"):
+        run = METHODS[method](config, name, length, seed)
+    run.setdefault("wall_seconds", time.perf_counter() - wall)
+    run.setdefault("cpu_seconds", time.process_time() - cpu)
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "result.json").write_text(json.dumps(run))
+    return run
+
+
 def _cell(config: Config, method: str, name: str, length: int) -> dict:
     if method in ("hf_structural", "hf") and name not in config.hf_tasks:
         return {"method": method, "task": name, "T": length, "status": "not run: outside hf_tasks (budget)",
                 "success_rate": None, "seconds": 0.0, "runs": []}
-    runs, start = [], time.perf_counter()
-    for seed in range(config.seeds):
-        with jax.numpy_dtype_promotion("standard"):
-            runs.append(METHODS[method](config, name, length, seed))
-    seconds = time.perf_counter() - start
+    runs = [_run(config, method, name, length, seed) for seed in range(config.seeds)]
     rate = float(np.mean([run["solved"] for run in runs]))
     return {"method": method, "task": name, "T": length, "status": "ok", "success_rate": rate,
-            "seconds": seconds, "runs": runs}
+            "seconds": sum(run["wall_seconds"] for run in runs),
+            "cpu_seconds": sum(run["cpu_seconds"] for run in runs), "runs": runs}
 
 
 def _rate(rows: list, method: str, name: str, length: int):
@@ -534,7 +692,28 @@ def _figure(config: Config, rows: list, path: pathlib.Path) -> None:
     _style.save(fig, path)
 
 
+# Fields that choose which cells run, not how: runs kept in one ``checkpoint_dir`` may differ in these.
+_SELECTION = ("tasks", "lengths", "seeds", "methods", "hf_tasks", "checkpoint_dir", "measures_expectations")
+
+
+def _claim_checkpoint_dir(config: Config) -> None:
+    """Bind ``checkpoint_dir`` to the config's settings (``config.json``), refusing another config's runs."""
+    root = pathlib.Path(config.checkpoint_dir)
+    settings = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(config))).items() if k not in _SELECTION}
+    if (root / "config.json").exists():
+        kept = json.loads((root / "config.json").read_text())
+        differ = sorted(k for k in set(kept) | set(settings) if kept.get(k) != settings.get(k))
+        if differ:
+            raise ValueError(f"Expected the settings of the runs kept in {root} ({', '.join(f'{k}={kept.get(k)!r}' for k in differ)}), "
+                             f"got {', '.join(f'{k}={settings.get(k)!r}' for k in differ)}: use another checkpoint_dir.")
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "config.json").write_text(json.dumps(settings, indent=1))
+
+
 def run(config: Config, out_dir: pathlib.Path) -> dict:
+    if config.checkpoint_dir:
+        _claim_checkpoint_dir(config)
     for method in config.methods:
         if method not in METHODS:
             raise ValueError(f"Expected methods among {tuple(METHODS)}, got {method!r}.")

@@ -299,6 +299,127 @@ def test_damping_comes_down_when_the_step_is_below_float_resolution():
     np.testing.assert_allclose(state.opt_state.damping, 1e12 * 2 / 3, rtol=1e-6)
 
 
+# --------------------------------------------------------------------------- the released RNN code's options
+
+
+def _regression(key, n, dtype=jnp.float64):
+    kx, ky = jax.random.split(key)
+    return jax.random.normal(kx, (n, 4), dtype), jax.random.normal(ky, (n, 2), dtype)
+
+
+def test_l2_adds_its_term_to_the_loss_gradient_and_curvature_and_lands_on_ridge(key):
+    with jax.enable_x64(True):
+        x, y = _regression(key, 20)
+        params = {"w": jax.random.normal(jax.random.key(5), (4, 2), jnp.float64), "b": jnp.ones(2, jnp.float64)}
+        plain = HessianFree(_linear_model, "squared_error", structural_damping=0.0)
+        decayed = HessianFree(_linear_model, "squared_error", structural_damping=0.0, l2=0.3,
+                              initial_damping=1e-12, max_cg_iters=50)
+        norm = sum(float(jnp.sum(a**2)) for a in jax.tree.leaves(params))
+        assert float(decayed.loss(params, (x, y))) == pytest.approx(float(plain.loss(params, (x, y))) + 0.15 * norm)
+        v = jax.tree.map(lambda a: jnp.cos(a), params)
+        np.testing.assert_allclose(_flat(decayed.gauss_newton_product(params, (x, y), v)),
+                                   _flat(plain.gauss_newton_product(params, (x, y), v)) + 0.3 * _flat(v), rtol=1e-12)
+        # one step from λ ≈ 0 is the ridge solution of ½ mean ‖xw + b − y‖² + ½ · 0.3 ‖(w, b)‖²
+        state, _ = decayed.step(decayed.init(params), (x, y))
+        design = np.concatenate([np.asarray(x), np.ones((20, 1))], axis=1)
+        ridge = np.linalg.solve(design.T @ design / 20 + 0.3 * np.eye(5), design.T @ np.asarray(y) / 20)
+        np.testing.assert_allclose(state.params["w"], ridge[:4], atol=1e-8)
+        np.testing.assert_allclose(state.params["b"], ridge[4], atol=1e-8)
+
+
+@pytest.mark.parametrize("rho", ["undamped", "damped"])
+def test_rho_divides_the_loss_change_by_the_chosen_model(rho, key):
+    # A linear model with squared error: every term of ρ in closed form. Undamped: the gradient
+    # batch's change over gᵀδ + ½ δᵀG_cδ; damped: the curvature batch's change over gᵀδ +
+    # ½ δᵀ(G_c + λI)δ (g from the gradient batch, G_c from the curvature batch).
+    with jax.enable_x64(True):
+        k1, k2 = jax.random.split(key)
+        batch, curvature = _regression(k1, 30), _regression(k2, 10)
+        params = {"w": jnp.zeros((4, 2), jnp.float64), "b": jnp.zeros(2, jnp.float64)}
+        lam = 0.5
+        hf = HessianFree(_linear_model, "squared_error", structural_damping=0.0, initial_damping=lam,
+                         max_cg_iters=50, rho=rho, cg_tolerance=1e-12)
+        state, metrics = hf.step(hf.init(params), batch, curvature)
+        assert float(metrics["step_size"]) == 1.0
+        delta = jax.tree.map(lambda new, old: np.asarray(new - old), state.params, params)
+
+        def mse(p, data):
+            x, y = (np.asarray(a) for a in data)
+            return 0.5 * np.sum((x @ p["w"] + p["b"][None] - y) ** 2) / len(x)
+
+        g = jax.grad(lambda p: mse(jax.tree.map(jnp.asarray, p), batch))(params)
+        slope = sum(float(np.sum(np.asarray(g[k]) * delta[k])) for k in delta)
+        zero = {k: np.zeros_like(v) for k, v in delta.items()}
+        xc = np.asarray(curvature[0])
+        curv = np.sum((xc @ delta["w"] + delta["b"][None]) ** 2) / len(xc)  # δᵀ G_c δ
+        if rho == "undamped":
+            expected = (mse(delta, batch) - mse(zero, batch)) / (slope + 0.5 * curv)
+        else:
+            model = slope + 0.5 * (curv + lam * sum(np.sum(d**2) for d in delta.values()))
+            expected = (mse(delta, curvature) - mse(zero, curvature)) / model
+        assert float(metrics["rho"]) == pytest.approx(expected, rel=1e-8)
+
+
+@pytest.mark.parametrize("judged_on", ["its own batch", "the gradient batch"])
+def test_backtracking_chooses_among_the_kept_iterates_by_its_rule(judged_on, key):
+    params = _rnn_params(key, jnp.float32)
+    k1, k2, k3 = jax.random.split(jax.random.key(7), 3)
+    batch = (jax.random.normal(k1, (B, T, D)), jax.random.normal(k2, (B, T, H)))
+    judge = (jax.random.normal(k3, (B, T, D)), jnp.zeros((B, T, H))) if judged_on == "its own batch" else batch
+    model = lambda p, xs: (_rnn_model(p, xs)[1], None)  # the tanh states are the outputs
+    lam = 0.1
+    # CG from 0 on (G + λI) δ = −g, keeping iterates 1, 4, 7 and the last (9), scored on ``judge``
+    hf = HessianFree(model, "squared_error", structural_damping=0.0, initial_damping=lam)
+    grad = jax.grad(hf.loss)(params, batch)
+    product = lambda v: jax.tree.map(lambda a, b: a + lam * b, hf.gauss_newton_product(params, batch, v), v)
+    cg = conjugate_gradient(product, grad, jax.tree.map(jnp.zeros_like, params), max_iters=9, tolerance=1e-12,
+                            save_every=3)
+    its = np.asarray(cg.saved_iterations[: int(cg.num_saved)]).tolist()
+    assert its == [1, 4, 7, 9]
+    losses = [float(hf.loss(jax.tree.map(lambda p, s: p + s[j], params, cg.saved), judge)) for j in range(4)]
+    back = 3  # walk back from the last while the loss does not rise
+    while back > 0 and losses[back - 1] <= losses[back]:
+        back -= 1
+    expected = {"minimum": its[int(np.argmin(losses))], "walk_back": its[back]}
+    if judged_on == "the gradient batch":  # measured: 3.46, 3.69, 5.50, 5.17, so the rules part
+        assert expected == {"minimum": 1, "walk_back": 9}
+    for rule in ("minimum", "walk_back"):
+        hf = HessianFree(model, "squared_error", structural_damping=0.0, initial_damping=lam, max_cg_iters=9,
+                         cg_tolerance=1e-12, backtracking=rule, save_every=3)
+        _, metrics = hf.step(hf.init(params), batch, None, None if judge is batch else judge)
+        assert int(metrics["cg_chosen"]) == expected[rule], (rule, losses)
+
+
+@pytest.mark.parametrize("line_search", ["armijo", "decrease"])
+def test_line_search_takes_the_largest_step_its_test_accepts_on_its_batch(line_search):
+    # The kinked model at c = 8: the full Gauss–Newton step δ = 1 overshoots (ρ = −3).
+    hf = HessianFree(_kinked_model, "squared_error", structural_damping=0.0, initial_damping=1e-6,
+                     max_cg_iters=5, line_search=line_search)
+    state = hf.init({"theta": jnp.zeros(1)})
+    batch = (jnp.full((1, 1), 8.0), jnp.ones((1, 1)))
+    searched = (jnp.full((1, 1), 8.0), jnp.full((1, 1), 0.9))  # its own batch: a target of 0.9
+    _, metrics = hf.step(state, batch, None, None, searched)
+    loss = lambda theta, data: float(hf.loss({"theta": jnp.array([theta])}, data))
+    slope = -1.0  # gᵀδ with g = −1 (target 1 at θ = 0) and δ = 1
+    accepts = {"armijo": lambda r: loss(r, searched) <= loss(0.0, searched) + 1e-2 * r * slope,
+               "decrease": lambda r: loss(r, searched) < loss(0.0, searched)}[line_search]
+    expected = next(0.8**i for i in range(61) if accepts(0.8**i))
+    assert float(metrics["step_size"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_rejected_decrease_search_restarts_cg_from_zero():
+    # The line-search batch wants θ = −1, every step along δ = +1 raises its loss: step 0, and
+    # the next warm start is 0 (the released code), where the Armijo variant keeps CG's iterate.
+    batch = (jnp.zeros((1, 1)), jnp.ones((1, 1)))
+    searched = (jnp.zeros((1, 1)), -jnp.ones((1, 1)))
+    for line_search, warm in [("decrease", 0.0), ("armijo", 1.0)]:
+        hf = HessianFree(_kinked_model, "squared_error", structural_damping=0.0, initial_damping=1e-6,
+                         max_cg_iters=5, line_search=line_search)
+        state, metrics = hf.step(hf.init({"theta": jnp.zeros(1)}), batch, None, None, searched)
+        assert float(metrics["step_size"]) == 0.0 and float(state.params["theta"][0]) == 0.0
+        assert float(state.opt_state.previous_solution["theta"][0]) == pytest.approx(warm, rel=1e-5)
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -374,6 +495,11 @@ def test_fit_drives_hessian_free_and_checkpoints_its_state(rnn_setup, tmp_path):
     ({"hidden_loss": "relu"}, r"hidden_loss to be one of .*tanh.* got 'relu'"),
     ({"cg_decay": 1.5}, r"cg_decay in \[0, 1\], got 1.5"),
     ({"curvature_batch_size": 0}, r"curvature_batch_size > 0"),
+    ({"l2": -1e-5}, r"l2 >= 0 \(weight decay\), got -1e-05"),
+    ({"rho": "exact"}, r"rho to be one of \('undamped', 'damped'\).* got 'exact'"),
+    ({"backtracking": "best"}, r"backtracking to be one of \('walk_back', 'minimum'\).* got 'best'"),
+    ({"save_every": -1}, r"save_every >= 0 \(an integer; 0: the 1.3\^j schedule\), got -1"),
+    ({"line_search": "wolfe"}, r"line_search to be one of \('armijo', 'decrease'\).* got 'wolfe'"),
 ])
 def test_bad_configuration_raises(kwargs, match):
     kwargs = {"loss": "squared_error", **kwargs}

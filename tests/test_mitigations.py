@@ -1,12 +1,15 @@
 """The mitigations study (issue 17) runs end to end at its quick config and reports every cell."""
 
+import dataclasses
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments import EXPERIMENTS, _cli, mitigations
+from recurrax import tasks
 
 
 @pytest.fixture(autouse=True)
@@ -67,11 +70,77 @@ def test_cli_rejects_unknown_methods(tmp_path):
 
 
 def test_valid_steps_cover_each_sequence_up_to_its_scored_step():
-    from recurrax import tasks
-
     task = tasks.pathological("addition", jax.random.key(0), 16, 30)
     valid = np.asarray(mitigations._valid_steps(task.teaching))
     ends = np.asarray(task.teaching).argmax(1) + 1
     np.testing.assert_array_equal(valid, np.arange(33)[None] < ends[:, None])
     # Past the end, the inputs are zero padding.
     assert (np.asarray(task.xs)[~valid] == 0).all()
+
+
+# --------------------------------------------------------------------------- the paper-scale preset (issue 30)
+
+AUTHORS = dataclasses.replace(mitigations.QUICK, hf_recipe="authors", hf_batch_size=12, hf_curvature_batch_size=4,
+                              hf_steps=4, hf_eval_every=2, hf_max_cg_iters=5, seeds=1)
+
+
+def test_the_authors_initialisation_is_sparse_unscaled_and_their_forward_pass_is_ours():
+    config = mitigations.Config(hidden_size=40)
+    params = mitigations._init_authors(config, jax.random.key(0), 3, 2)
+    w_h, w_x, w_o = (np.asarray(params[k]) for k in ("w_h", "w_x", "w_o"))
+    assert ((w_h != 0).sum(0) == 15).all() and ((w_o != 0).sum(0) == 15).all()  # 15 incoming per unit
+    assert ((w_x != 0).sum(0) == 3).all()  # fewer than 15 inputs: all connected
+    # N(0, 1/15) entries (× 0.25 for the inputs), not rescaled to a spectral radius
+    assert np.std(w_h[w_h != 0]) == pytest.approx(15**-0.5, rel=0.1)
+    assert np.std(w_x[w_x != 0]) == pytest.approx(0.25 * 15**-0.5, rel=0.25)
+    assert params["h0"].shape == (40,) and (np.asarray(params["h0"]) != 0).all()
+    # h_t = tanh(h_{t−1} W_hh + x_t W_vh) from h_{−1} = h0, z_t = h_t W_ho: no biases (opt/m/rnn/rnn.py)
+    xs = np.asarray(jax.random.normal(jax.random.key(1), (2, 5, 3)))
+    h = np.broadcast_to(np.asarray(params["h0"], np.float64), (2, 40))
+    expected = []
+    for t in range(5):
+        h = np.tanh(h @ w_h + xs[:, t] @ w_x)
+        expected.append(h @ w_o)
+    outputs = mitigations._outputs(mitigations._authors_layers(params), jnp.asarray(xs))
+    np.testing.assert_allclose(outputs, np.stack(expected, 1), rtol=2e-5, atol=2e-6)
+
+
+def test_the_authors_recipe_starts_from_their_damping_and_averages_over_scored_outputs():
+    for name, lam in [("addition", 0.01), ("temporal_order", 0.08), ("random_permutation", 0.2),
+                      ("memorization", 2.0)]:
+        init, *_ = mitigations._hf_compiled(name, 20, AUTHORS, True)
+        assert float(init(0).opt_state.damping) == pytest.approx(lam)  # 0.01 × num_outputs at T = 20
+    task = tasks.pathological("memorization", jax.random.key(0), 6, 20)
+    _, _, weights = mitigations._hf_batch(task, per_output=True)
+    np.testing.assert_allclose(weights, 1 / 20)  # every step taught: the mean over the 20 outputs
+    with pytest.raises(ValueError, match=r"hf_batch_size >= 3 × hf_curvature_batch_size = 12 .* got 8"):
+        mitigations._hf_compiled("addition", 20, dataclasses.replace(AUTHORS, hf_batch_size=8), True)
+
+
+def test_an_interrupted_hf_run_resumes_from_its_checkpoint_exactly(tmp_path):
+    whole = mitigations._hessian_free(dataclasses.replace(AUTHORS, checkpoint_dir=str(tmp_path / "a")),
+                                      "temporal_order", 20, 0, structural_damping=True)
+    resumed = dataclasses.replace(AUTHORS, checkpoint_dir=str(tmp_path / "b"))
+    first = mitigations._hessian_free(dataclasses.replace(resumed, hf_steps=2), "temporal_order", 20, 0,
+                                      structural_damping=True)
+    assert first["steps"] == 2 and len(first["losses"]) == 1
+    again = mitigations._hessian_free(resumed, "temporal_order", 20, 0, structural_damping=True)
+    assert whole["steps"] == again["steps"] == 4
+    for field in ("losses", "damping", "cg_iterations", "error_rate"):
+        assert again[field] == whole[field], field
+    lines = (tmp_path / "b" / "hf_structural" / "temporal_order" / "T20" / "seed0" / "progress.jsonl").read_text()
+    assert [json.loads(line)["steps"] for line in lines.splitlines()] == [2, 4]
+
+
+def test_a_checkpoint_dir_keeps_its_runs_and_refuses_another_config(tmp_path, capsys):
+    config = dataclasses.replace(AUTHORS, methods=("hf_structural", "esn"), checkpoint_dir=str(tmp_path / "runs"))
+    first = mitigations.run(config, tmp_path)
+    again = mitigations.run(config, tmp_path)  # read back, not rerun: the same numbers and seconds
+    assert again["rows"] == first["rows"]
+    with pytest.raises(ValueError, match=r"settings of the runs kept in .*hf_steps=4.*got hf_steps=6"):
+        mitigations.run(dataclasses.replace(config, hf_steps=6), tmp_path)
+    assert _cli.main(["mitigations", "--preset", "huge"]) == 2
+    assert "--preset expects one of ['paper']" in capsys.readouterr().err
+    paper = mitigations.PRESETS["paper"]
+    assert (paper.hf_recipe, paper.hidden_size, paper.hf_max_cg_iters, paper.seeds) == ("authors", 100, 300, 3)
+    assert set(paper.hf_tasks) == set(tasks.PATHOLOGICAL) and paper.hf_structural_damping == 0.0075

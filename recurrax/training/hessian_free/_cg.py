@@ -42,12 +42,18 @@ class CGResult(NamedTuple):
     num_saved: jax.Array  # () int32
 
 
-def save_schedule(max_iters: int, ratio: float = 1.3) -> tuple[int, ...]:
-    """The CG iterations whose iterates are kept for backtracking: ``ceil(ratio^j) ≤ max_iters``.
+def save_schedule(max_iters: int, ratio: float = 1.3, every: int = 0) -> tuple[int, ...]:
+    """The CG iterations whose iterates are kept for backtracking: ``ceil(ratio^j) ≤ max_iters``
+    (Martens 2010), or with ``every = k > 0`` iterations 1, 1 + k, 1 + 2k, … (Martens & Sutskever
+    2011's released code checks the iterate after every 10th CG step, counting from the first).
 
     >>> save_schedule(30)
     (1, 2, 3, 4, 5, 7, 9, 11, 14, 18, 24)
+    >>> save_schedule(30, every=10)
+    (1, 11, 21)
     """
+    if every:
+        return tuple(range(1, max_iters + 1, every))
     its, j = set(), 0
     while math.ceil(ratio**j) <= max_iters:
         its.add(math.ceil(ratio**j))
@@ -73,6 +79,7 @@ def conjugate_gradient(
     max_iters: int = 250,
     tolerance: float = 5e-4,
     save_ratio: float = 1.3,
+    save_every: int = 0,
 ) -> CGResult:
     """Minimise ``φ(x) = ½ xᵀAx + bᵀx`` (i.e. solve ``Ax = −b``) by preconditioned CG from ``x0``
     (or from 0 where ``φ(x0) > 0`` or is not finite: a warm start worse than none).
@@ -81,14 +88,14 @@ def conjugate_gradient(
     pytree ``m`` like ``b``, the diagonal of ``M`` (``M⁻¹r = r/m``). Stops at ``max_iters``, at
     Martens' relative-progress rule (``_progress_stop``, never before ``min_iters``), or when
     ``dᵀAd`` is no longer positive and finite (the residual vanished: the solve is exact). The
-    iterates at ``save_schedule(max_iters, save_ratio)`` and the last one are kept.
+    iterates at ``save_schedule(max_iters, save_ratio, save_every)`` and the last one are kept.
 
     >>> a = jnp.array([[2.0, 0.5], [0.5, 1.0]])
     >>> result = conjugate_gradient(lambda v: a @ v, jnp.array([1.0, -1.0]), jnp.zeros(2))
     >>> bool(jnp.allclose(a @ result.x, jnp.array([-1.0, 1.0]), atol=1e-5))
     True
     """
-    schedule = save_schedule(max_iters, save_ratio)
+    schedule = save_schedule(max_iters, save_ratio, save_every)
     num_slots = len(schedule) + 1
     marks = jnp.array(schedule + (max_iters + 1,), jnp.int32)  # a sentinel past the last mark
     inverse = (lambda r: r) if preconditioner is None else (

@@ -89,7 +89,27 @@ class HessianFree:
         one per-example gradient per sequence of the gradient batch (memory: B × params).
       curvature_batch_size: sequences of ``batch`` for the curvature (None: all of them).
       max_line_search_steps: shrink the step by 0.8 at most this many times (0: no search)
-        until ``f(θ + rδ) ≤ f(θ) + 10⁻² r gᵀδ``; if none passes, the step size is 0.
+        until it passes ``line_search``'s test; if none passes, the step size is 0.
+      l2: weight decay: the objective is ``f(θ) + ½ l2 ‖θ‖²`` (gradient ``+ l2 θ``, curvature
+        ``G + l2 I``). Default 0; Martens & Sutskever's released code uses 2e-5.
+      rho: the Levenberg–Marquardt ratio's model. ``"undamped"`` (default, Martens' MATLAB):
+        ``ρ = (f(θ+δ) − f(θ)) / (gᵀδ + ½ δᵀGδ)`` on the gradient batch's loss. ``"damped"``
+        (Martens & Sutskever's released RNN code): the loss change on the *curvature* batch over
+        the damped model ``gᵀδ + ½ δᵀ(G + λI + λμ G_S)δ``, which is smaller in size, so ρ is
+        larger and λ falls sooner.
+      backtracking: how the step is chosen among CG's kept iterates. ``"walk_back"`` (default,
+        Martens 2010): from the last, go back while the loss does not rise. ``"minimum"`` (the
+        released RNN code): the iterate with the lowest loss of all.
+      save_every: which CG iterates are kept: 0 (default) ``⌈1.3^j⌉`` (Martens 2010); ``k > 0``
+        every k-th from the first, 1, 1 + k, … (the released RNN code: 10); the last always.
+      line_search: ``"armijo"`` (default, Martens' MATLAB: ``f(θ + rδ) ≤ f(θ) + 10⁻² r gᵀδ``)
+        or ``"decrease"`` (the released RNN code: any ``f(θ + rδ) < f(θ)``; when no step
+        passes, the next warm start is 0 instead of the last CG iterate).
+
+    ``step(state, batch, curvature_batch=None, backtracking_batch=None, line_search_batch=None)``:
+    backtracking and the line search score the loss on their own batches when given (the
+    released RNN code draws a separate batch for each, so the step is not fitted to the data it
+    is judged on), else on ``batch``.
 
     ``state.key`` is carried unchanged: the step draws no random numbers.
 
@@ -114,6 +134,11 @@ class HessianFree:
         preconditioner_exponent: float = 0.75,
         curvature_batch_size: int | None = None,
         max_line_search_steps: int = 60,
+        l2: float = 0.0,
+        rho: str = "undamped",
+        backtracking: str = "walk_back",
+        save_every: int = 0,
+        line_search: str = "armijo",
     ):
         if not callable(model_fn):
             raise TypeError(
@@ -144,6 +169,17 @@ class HessianFree:
                 or max_line_search_steps < 0:
             raise ValueError(f"Expected max_line_search_steps >= 0 (an integer), got {max_line_search_steps!r}.")
         self.max_line_search_steps = max_line_search_steps
+        if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not l2 >= 0:
+            raise ValueError(f"Expected l2 >= 0 (weight decay), got {l2!r}.")
+        self.l2 = float(l2)
+        self.rho = _choice(rho, {"undamped": 0, "damped": 0}, "rho", "the model ρ divides by")
+        self.backtracking = _choice(backtracking, {"walk_back": 0, "minimum": 0}, "backtracking",
+                                    "how CG's kept iterates are searched")
+        if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 0:
+            raise ValueError(f"Expected save_every >= 0 (an integer; 0: the 1.3^j schedule), got {save_every!r}.")
+        self.save_every = save_every
+        self.line_search = _choice(line_search, {"armijo": 0, "decrease": 0}, "line_search",
+                                   "the line search's acceptance test")
         self.step = jax.jit(self._step)
 
     def __repr__(self) -> str:
@@ -191,14 +227,15 @@ class HessianFree:
         return targets, weights
 
     def loss(self, params: Any, batch: Any) -> jax.Array:
-        """``f(θ) = (1/B) Σ_{b,t} w_bt ℓ(z_bt, y_bt)`` on ``batch``: a () scalar."""
+        """``f(θ) = (1/B) Σ_{b,t} w_bt ℓ(z_bt, y_bt) + ½ l2 ‖θ‖²`` on ``batch``: a () scalar."""
         inputs, targets, weights = _unpack(batch)
         outputs, _ = self._forward(params, inputs, False)
         targets, weights = self._targets(outputs, targets, weights)
         per_position = LOSSES[self.loss_name][0](outputs, targets)
         if weights is not None:
             per_position = per_position * weights
-        return jnp.sum(per_position) / outputs.shape[0]
+        value = jnp.sum(per_position) / outputs.shape[0]
+        return value + 0.5 * self.l2 * _dot(params, params) if self.l2 else value
 
     def _curvature(self, params: Any, batch: Any, with_hiddens: bool) -> Callable[[Any, Any], Any]:
         """``v, ω -> G v + ω G_S v`` on ``batch``, linearised once (residuals shared by all calls)."""
@@ -226,15 +263,16 @@ class HessianFree:
                 ct = (ct, jax.tree.map(
                     lambda h, u: jnp.asarray(hidden_weight, h.dtype) * hidden_hvp(h, u) / batch_size,
                     hiddens, tangent[1]))
-            return transpose(ct)[0]
+            gv = transpose(ct)[0]
+            return _add(gv, v, self.l2) if self.l2 else gv
 
         return product
 
     def gauss_newton_product(self, params: Any, batch: Any, vector: Any, *, hidden_weight: float = 0.0) -> Any:
         """``G v + hidden_weight · G_S v`` on ``batch`` (undamped; ``G_S`` the hidden curvature).
 
-        ``G = (1/B) Σ_{b,t} w_bt J_btᵀ H_L J_bt`` over the outputs and ``G_S = (1/B) J_hᵀ H_D J_h``
-        over every hidden state; the CG matrix of a step is ``G + λI + λμ G_S``.
+        ``G = (1/B) Σ_{b,t} w_bt J_btᵀ H_L J_bt + l2 I`` over the outputs and ``G_S = (1/B)
+        J_hᵀ H_D J_h`` over every hidden state; the CG matrix of a step is ``G + λI + λμ G_S``.
         """
         with_hiddens = hidden_weight != 0
         return self._curvature(params, batch, with_hiddens)(vector, hidden_weight)
@@ -277,7 +315,8 @@ class HessianFree:
         key = jax.random.key(0) if key is None else key
         return TrainState(params=params, opt_state=opt_state, step=jnp.zeros((), jnp.int32), key=key)
 
-    def _step(self, state: TrainState, batch: Any, curvature_batch: Any = None) -> tuple[TrainState, dict]:
+    def _step(self, state: TrainState, batch: Any, curvature_batch: Any = None, backtracking_batch: Any = None,
+              line_search_batch: Any = None) -> tuple[TrainState, dict]:
         """One update (jitted as ``hf.step``): gradient, CG on ``G + λI + λμ G_S``, backtracking,
         the λ update from ρ, the line search. Returns ``(state, metrics)``."""
         if not isinstance(state.opt_state, HFState):
@@ -285,6 +324,8 @@ class HessianFree:
                              f"got opt_state of type {type(state.opt_state).__name__}.")
         params, damping = state.params, state.opt_state.damping
         curvature_batch = self._curvature_rows(batch) if curvature_batch is None else curvature_batch
+        backtracking_batch = batch if backtracking_batch is None else backtracking_batch
+        line_search_batch = batch if line_search_batch is None else line_search_batch
         loss, grad = jax.value_and_grad(self.loss)(params, batch)
 
         structural = self.structural_damping > 0
@@ -297,54 +338,86 @@ class HessianFree:
         precondition = self._preconditioner(params, batch, damping) if self.preconditioner else None
         cg = conjugate_gradient(
             matvec, grad, _scale(state.opt_state.previous_solution, self.cg_decay), preconditioner=precondition,
-            min_iters=self.min_cg_iters, max_iters=self.max_cg_iters, tolerance=self.cg_tolerance)
+            min_iters=self.min_cg_iters, max_iters=self.max_cg_iters, tolerance=self.cg_tolerance,
+            save_every=self.save_every)
 
-        def loss_at(delta, rate=1.0):  # NaN counts as +∞: worse than any number
-            value = self.loss(_add(params, delta, rate), batch)
+        def loss_at(delta, rate=1.0, on=batch):  # NaN counts as +∞: worse than any number
+            value = self.loss(_add(params, delta, rate), on)
             return jnp.where(jnp.isnan(value), jnp.inf, value)
 
-        # Backtracking (Martens 2010): from the last kept iterate go back while f does not rise.
-        def back(c):
-            j, best, f_best, _ = c
-            f_prev = loss_at(jax.tree.map(lambda s: s[j - 1], cg.saved))
-            better = f_prev <= f_best
-            return j - 1, jnp.where(better, j - 1, best), jnp.where(better, f_prev, f_best), better
+        def iterate(j):
+            return jax.tree.map(lambda s: s[j], cg.saved)
 
         last = cg.num_saved - 1
-        first = (last, last, loss_at(jax.tree.map(lambda s: s[last], cg.saved)), jnp.ones((), bool))
-        _, best, f_step, _ = lax.while_loop(lambda c: c[3] & (c[0] > 0), back, first)
-        delta = jax.tree.map(lambda s: s[best], cg.saved)
+        if self.backtracking == "walk_back":
+            # Martens (2010): from the last kept iterate go back while f does not rise.
+            def back(c):
+                j, best, f_best, _ = c
+                f_prev = loss_at(iterate(j - 1), on=backtracking_batch)
+                better = f_prev <= f_best
+                return j - 1, jnp.where(better, j - 1, best), jnp.where(better, f_prev, f_best), better
 
-        # Levenberg–Marquardt: compare with the undamped model q(δ) = gᵀδ + ½ δᵀGδ.
+            first = (last, last, loss_at(iterate(last), on=backtracking_batch), jnp.ones((), bool))
+            _, best, f_best, _ = lax.while_loop(lambda c: c[3] & (c[0] > 0), back, first)
+        else:  # "minimum": the lowest loss of all kept iterates (the first of equals)
+            slots = jnp.arange(cg.saved_iterations.shape[0])
+            losses = lax.map(lambda j: loss_at(iterate(j), on=backtracking_batch), slots)
+            losses = jnp.where(slots < cg.num_saved, losses, jnp.inf)
+            best = jnp.argmin(losses)
+            f_best = losses[best]
+        delta = iterate(best)
+        f_step = f_best if backtracking_batch is batch else loss_at(delta)
+
+        # Levenberg–Marquardt: ρ = the loss's change over the model's.
         slope = _dot(grad, delta)
-        predicted = slope + 0.5 * _dot(delta, product(delta, 0.0))
-        rho = jnp.where(predicted < 0, (f_step - loss) / jnp.where(predicted < 0, predicted, -1.0), -jnp.inf)
+        if self.rho == "undamped":  # q(δ) = gᵀδ + ½ δᵀGδ, against the gradient batch's loss
+            predicted = slope + 0.5 * _dot(delta, product(delta, 0.0))
+            change = f_step - loss
+            scale = loss
+        else:  # "damped": gᵀδ + ½ δᵀ(G + λI + λμ G_S)δ, against the curvature batch's loss
+            predicted = slope + 0.5 * _dot(delta, matvec(delta))
+            f_curvature = loss_at(jax.tree.map(jnp.zeros_like, delta), on=curvature_batch)
+            change = loss_at(delta, on=curvature_batch) - f_curvature
+            scale = f_curvature
+        rho = jnp.where(predicted < 0, change / jnp.where(predicted < 0, predicted, -1.0), -jnp.inf)
         # A predicted decrease below the loss's float resolution makes f(θ+δ) − f(θ) rounding
         # noise (ρ = 0 or worse), which would raise λ for ever (measured: 10²⁸ after 200 float32
         # updates). Such a step is tiny, where the quadratic model is exact: take ρ = 1.
-        resolution = 16 * jnp.finfo(loss.dtype).eps * jnp.maximum(jnp.abs(loss), jnp.finfo(loss.dtype).tiny)
+        resolution = 16 * jnp.finfo(loss.dtype).eps * jnp.maximum(jnp.abs(scale), jnp.finfo(loss.dtype).tiny)
         rho = jnp.where((predicted < 0) & (-predicted < resolution), jnp.ones_like(rho), rho)
         new_damping = jnp.where(rho < 0.25, damping * 1.5, jnp.where(rho > 0.75, damping * (2.0 / 3.0), damping))
         new_damping = jnp.maximum(new_damping, jnp.finfo(damping.dtype).tiny)  # never 0, even after 10⁴ drops
 
-        # Armijo line search (Martens & Sutskever 2011): shrink by 0.8 until f decreases enough.
-        def armijo(rate, f_rate):
-            return f_rate <= loss + 1e-2 * rate * slope
+        # Line search: shrink by 0.8 until the step passes (Armijo, or any decrease).
+        f_search = loss if line_search_batch is batch else loss_at(jax.tree.map(jnp.zeros_like, delta),
+                                                                   on=line_search_batch)
+        f_first = f_step if line_search_batch is batch else loss_at(delta, on=line_search_batch)
+
+        def passes(rate, f_rate):
+            if self.line_search == "armijo":
+                return f_rate <= f_search + 1e-2 * rate * slope
+            return f_rate < f_search
 
         def shrink(c):
             rate, _, tries = c
-            return rate * 0.8, loss_at(delta, rate * 0.8), tries + 1
+            return rate * 0.8, loss_at(delta, rate * 0.8, on=line_search_batch), tries + 1
 
         one = jnp.ones((), damping.dtype)
         rate, f_rate, tries = lax.while_loop(
-            lambda c: ~armijo(c[0], c[1]) & (c[2] < self.max_line_search_steps), shrink,
-            (one, f_step, jnp.zeros((), jnp.int32)))
-        accepted = armijo(rate, f_rate)
-        rate, f_rate = jnp.where(accepted, rate, 0.0), jnp.where(accepted, f_rate, loss)
+            lambda c: ~passes(c[0], c[1]) & (c[2] < self.max_line_search_steps), shrink,
+            (one, f_first, jnp.zeros((), jnp.int32)))
+        accepted = passes(rate, f_rate)
+        rate = jnp.where(accepted, rate, 0.0)
+        new_params = _add(params, delta, rate)
+        # ``new_loss``: on the gradient batch, as ``loss``.
+        f_new = jnp.where(accepted, f_rate if line_search_batch is batch else loss_at(delta, rate), loss)
 
-        opt_state = HFState(new_damping, cg.x, state.opt_state.cg_iterations + cg.iterations)
-        new_state = TrainState(_add(params, delta, rate), opt_state, state.step + 1, state.key)
-        metrics = {"loss": loss, "grad_norm": jnp.sqrt(_dot(grad, grad)), "new_loss": f_rate,
+        warm = cg.x
+        if self.line_search == "decrease":  # the released code restarts CG from 0 after a rejected step
+            warm = jax.tree.map(lambda x: jnp.where(accepted, x, jnp.zeros_like(x)), warm)
+        opt_state = HFState(new_damping, warm, state.opt_state.cg_iterations + cg.iterations)
+        new_state = TrainState(new_params, opt_state, state.step + 1, state.key)
+        metrics = {"loss": loss, "grad_norm": jnp.sqrt(_dot(grad, grad)), "new_loss": f_new,
                    "damping": damping, "rho": rho, "cg_iterations": cg.iterations,
                    "cg_chosen": cg.saved_iterations[best], "step_size": rate, "line_search_steps": tries}
         return new_state, metrics
