@@ -144,3 +144,12 @@ def test_a_checkpoint_dir_keeps_its_runs_and_refuses_another_config(tmp_path, ca
     paper = mitigations.PRESETS["paper"]
     assert (paper.hf_recipe, paper.hidden_size, paper.hf_max_cg_iters, paper.seeds) == ("authors", 100, 300, 3)
     assert set(paper.hf_tasks) == set(tasks.PATHOLOGICAL) and paper.hf_structural_damping == 0.0075
+
+
+def test_the_learning_rate_decays_by_a_cosine_to_its_final_fraction():
+    schedule = mitigations._learning_rate(mitigations.Config(lr_final_fraction=0.1, steps=100), 2.0)
+    # 2 · (0.1 + 0.9 · ½ (1 + cos(π t / 100)))
+    for t in (0, 25, 50, 100, 150):
+        expected = 2.0 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(t, 100) / 100)))
+        assert float(schedule(t)) == pytest.approx(expected, rel=1e-6)
+    assert mitigations._learning_rate(mitigations.Config(), 2.0) == 2.0  # the default: constant
