@@ -139,6 +139,15 @@ def test_a_checkpoint_dir_keeps_its_runs_and_refuses_another_config(tmp_path, ca
     assert again["rows"] == first["rows"]
     with pytest.raises(ValueError, match=r"settings of the runs kept in .*hf_steps=4.*got hf_steps=6"):
         mitigations.run(dataclasses.replace(config, hf_steps=6), tmp_path)
+    # report_only: the kept runs, nothing new (a second seed and plain HF were never run)
+    report = dataclasses.replace(config, methods=("hf_structural", "hf"), seeds=2, report_only=True)
+    (tmp_path / "report").mkdir()
+    rows = {r["method"]: r for r in mitigations.run(report, tmp_path / "report")["rows"]}
+    assert rows["hf_structural"]["status"] == "1 of 2 seeds"
+    assert rows["hf_structural"]["runs"] == first["rows"][0]["runs"]
+    assert rows["hf"]["success_rate"] is None and rows["hf"]["status"].startswith("not run")
+    assert "1 of 2 seeds" in (tmp_path / "report" / "results.md").read_text()
+    assert (tmp_path / "report" / "mitigations_grid.png").stat().st_size > 10_000
     assert _cli.main(["mitigations", "--preset", "huge"]) == 2
     assert "--preset expects one of ['paper']" in capsys.readouterr().err
     paper = mitigations.PRESETS["paper"]
@@ -153,3 +162,16 @@ def test_the_learning_rate_decays_by_a_cosine_to_its_final_fraction():
         expected = 2.0 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(t, 100) / 100)))
         assert float(schedule(t)) == pytest.approx(expected, rel=1e-6)
     assert mitigations._learning_rate(mitigations.Config(), 2.0) == 2.0  # the default: constant
+
+
+@pytest.mark.parametrize("solved, verdict", [(5, "met"), (4, "missed")])
+def test_the_paper_claim_counts_problems_solved_by_hf_with_structural_damping(solved, verdict):
+    names = list(tasks.PATHOLOGICAL)
+    rows = [{"method": "hf_structural", "task": n, "T": 100, "success_rate": 2 / 3 if i < solved else 1 / 3}
+            for i, n in enumerate(names)]
+    rows += [{"method": "lstm_adam", "task": n, "T": 100, "success_rate": 1.0} for n in names]
+    config = dataclasses.replace(mitigations.PAPER, methods=("hf_structural", "lstm_adam"))
+    checks = {e["expectation"]: e for e in mitigations._expectations(config, rows)}
+    claim = checks["HF with structural damping solves at least 5 of the 7 problems at T = 100 (most seeds)"]
+    assert claim["verdict"] == verdict and claim["numbers"].startswith(f"{solved} of 7 run")
+    assert checks["LSTM + Adam solves temporal order and addition at T = 100 (most seeds)"]["verdict"] == "met"
