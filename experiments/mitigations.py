@@ -413,12 +413,19 @@ def _init_authors(config: Config, key, input_size: int, output_size: int) -> dic
             "h0": jax.random.normal(k_0, (h,)) / math.sqrt(c)}
 
 
+@functools.cache
+def _authors_template(input_size: int, hidden: int, outputs: int) -> tuple:
+    """The layers' structure (family, activation), built once and outside any trace."""
+    with jax.ensure_compile_time_eval():
+        return (recurrax.init_rnn(jax.random.key(0), "elman", input_size, hidden, learned_initial=True),
+                recurrax.init_dense(jax.random.key(0), hidden, outputs))
+
+
 def _authors_layers(params: dict) -> dict:
     """``_init_authors``'s params as recurrax layers (``rnn``, ``dense``) with zero, untrained biases."""
     hidden, outputs = params["w_o"].shape
-    layer = recurrax.init_rnn(jax.random.key(0), "elman", params["w_x"].shape[0], hidden, learned_initial=True)
+    layer, head = _authors_template(params["w_x"].shape[0], hidden, outputs)
     cell = layer.cell._replace(w_x=params["w_x"], w_h=params["w_h"], b=jnp.zeros((hidden,), params["w_h"].dtype))
-    head = recurrax.init_dense(jax.random.key(0), hidden, outputs)
     return {"rnn": layer._replace(cell=cell, initial=layer.initial._replace(h=params["h0"])),
             "head": head._replace(w=params["w_o"], b=jnp.zeros((outputs,), params["w_o"].dtype))}
 
