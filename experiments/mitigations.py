@@ -475,8 +475,7 @@ def _hf_compiled(name: str, length: int, config: Config, structural_damping: boo
             return _init_authors(config, key, input_size, spec.output_size)
 
         def split(batch):  # rows [0, n), [n, 2n), [2n, 3n): curvature, backtracking, line search
-            rows = [jax.tree.map(lambda a, i=i: a[i * n:(i + 1) * n], batch) for i in range(3)]
-            return rows
+            return [jax.tree.map(lambda a, i=i: a[i * n:(i + 1) * n], batch) for i in range(3)]
 
         layers = _authors_layers
     elif config.hf_recipe == "recurrax":
@@ -602,8 +601,9 @@ METHODS = {
 # --------------------------------------------------------------------------- study
 
 
-def _run(config: Config, method: str, name: str, length: int, seed: int) -> dict:
-    """One run, with its wall and CPU seconds; with ``checkpoint_dir``, kept there and read back."""
+def _run(config: Config, method: str, name: str, length: int, seed: int) -> dict | None:
+    """One run, with its wall and CPU seconds; with ``checkpoint_dir``, kept there and read back
+    (``report_only``: only read back, None if it was never run)."""
     directory = _run_dir(config, method, name, length, seed)
     if directory is not None and (directory / "result.json").exists():
         return json.loads((directory / "result.json").read_text())
