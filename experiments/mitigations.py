@@ -49,6 +49,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import pathlib
 import textwrap
 import time
@@ -607,17 +608,55 @@ def _run(config: Config, method: str, name: str, length: int, seed: int) -> dict
     directory = _run_dir(config, method, name, length, seed)
     if directory is not None and (directory / "result.json").exists():
         return json.loads((directory / "result.json").read_text())
-    if config.report_only:
+    if config.report_only or (directory is not None and not _claim(directory)):
         return None
-    wall, cpu = time.perf_counter(), time.process_time()
-    with jax.numpy_dtype_promotion("standard"):
-        run = METHODS[method](config, name, length, seed)
-    run.setdefault("wall_seconds", time.perf_counter() - wall)
-    run.setdefault("cpu_seconds", time.process_time() - cpu)
-    if directory is not None:
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "result.json").write_text(json.dumps(run))
+    try:
+        wall, cpu = time.perf_counter(), time.process_time()
+        with jax.numpy_dtype_promotion("standard"):
+            run = METHODS[method](config, name, length, seed)
+        run.setdefault("wall_seconds", time.perf_counter() - wall)
+        run.setdefault("cpu_seconds", time.process_time() - cpu)
+        if directory is not None:
+            (directory / "result.json").write_text(json.dumps(run))
+    finally:
+        if directory is not None:
+            (directory / "running.pid").unlink(missing_ok=True)
     return run
+
+
+def _claim(directory: pathlib.Path) -> bool:
+    """Take a run for this process (``running.pid``), unless a live process holds it: several
+    processes can share one ``checkpoint_dir``, each leaving the others' runs alone. A claim
+    left by a dead process is taken over (the run resumes from its checkpoint)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = directory / "running.pid"
+    for _ in range(2):
+        try:
+            with open(lock, "x") as f:
+                f.write(str(os.getpid()))
+            return True
+        except FileExistsError:
+            if _alive(lock):
+                return False
+            lock.unlink(missing_ok=True)
+    return False
+
+
+def _alive(lock: pathlib.Path) -> bool:
+    """Whether the process named in ``lock`` runs (an empty file: its holder is writing it)."""
+    try:
+        text = lock.read_text()
+    except FileNotFoundError:
+        return False
+    if not text:
+        return True
+    try:
+        os.kill(int(text), 0)  # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def _cell(config: Config, method: str, name: str, length: int) -> dict:
@@ -626,7 +665,8 @@ def _cell(config: Config, method: str, name: str, length: int) -> dict:
                 "success_rate": None, "seconds": 0.0, "runs": []}
     runs = [run for seed in range(config.seeds) if (run := _run(config, method, name, length, seed)) is not None]
     if not runs:
-        return {"method": method, "task": name, "T": length, "status": "not run: no kept run (report_only)",
+        why = "no kept run (report_only)" if config.report_only else "another process holds its runs"
+        return {"method": method, "task": name, "T": length, "status": f"not run: {why}",
                 "success_rate": None, "seconds": 0.0, "runs": []}
     rate = float(np.mean([run["solved"] for run in runs]))
     return {"method": method, "task": name, "T": length,
@@ -754,8 +794,8 @@ def _claim_checkpoint_dir(config: Config) -> None:
 def _grid_figure(config: Config, rows: list, path: pathlib.Path) -> None:
     """Success per (problem, T) and method as a coloured grid, each cell labelled solved / seeds."""
     plt = _style.pyplot()
-    cells = [(n, t) for n in config.tasks for t in config.lengths
-             if any(_rate(rows, m, n, t) is not None for m in config.methods)]
+    every = [(n, t) for n in config.tasks for t in config.lengths]
+    cells = [(n, t) for n, t in every if any(_rate(rows, m, n, t) is not None for m in config.methods)] or every
     fig, ax = plt.subplots(figsize=(1.6 * len(config.methods) + 2.5, 0.45 * len(cells) + 1.6))
     grid = np.full((len(cells), len(config.methods)), np.nan)
     for i, (name, length) in enumerate(cells):

@@ -175,3 +175,23 @@ def test_the_paper_claim_counts_problems_solved_by_hf_with_structural_damping(so
     claim = checks["HF with structural damping solves at least 5 of the 7 problems at T = 100 (most seeds)"]
     assert claim["verdict"] == verdict and claim["numbers"].startswith(f"{solved} of 7 run")
     assert checks["LSTM + Adam solves temporal order and addition at T = 100 (most seeds)"]["verdict"] == "met"
+
+
+def test_processes_sharing_a_checkpoint_dir_leave_each_others_runs_alone(tmp_path):
+    import subprocess
+
+    config = dataclasses.replace(AUTHORS, methods=("esn",), checkpoint_dir=str(tmp_path / "runs"))
+    run = tmp_path / "runs" / "esn" / "temporal_order" / "T20" / "seed0"
+    run.mkdir(parents=True)
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        (run / "running.pid").write_text(str(holder.pid))  # a live process holds seed 0
+        row = mitigations.run(config, tmp_path)["rows"][0]
+        assert row["status"] == "not run: another process holds its runs" and row["success_rate"] is None
+        assert not (run / "result.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # its holder gone, the claim is stale: the run is taken over, done and released
+    row = mitigations.run(config, tmp_path)["rows"][0]
+    assert row["status"] == "ok" and (run / "result.json").exists() and not (run / "running.pid").exists()
