@@ -15,6 +15,16 @@ gradient batch. After CG: backtracking over its saved iterates, the Levenberg–
 ``ρ = (f(θ+δ) − f(θ)) / q(δ)`` adapts λ (×3/2 if ρ < ¼, ×2/3 if ρ > ¾), and an Armijo line
 search (c = 10⁻², shrink 0.8, at most 60 times) sets the step size.
 
+These defaults follow Martens' (2010) MATLAB code. Martens & Sutskever's released RNN code
+(github.com/barapa/HF-RNN) differs around the same step, and each difference is an option:
+``rho="damped"`` (ρ's model includes λ and λμ G_S, and its loss change is taken on the
+curvature batch), ``backtracking="minimum"`` with ``save_every=10`` (the best of every 10th CG
+iterate, not a walk back from the last), ``line_search="decrease"`` (any decrease passes; a
+rejected step restarts the next CG from 0), ``l2=2e-5`` (weight decay in the loss, gradient and
+curvature), and ``step(state, batch, curvature_batch, backtracking_batch, line_search_batch)``
+to score the backtracking and the line search on rows of their own. ``python -m experiments
+mitigations --preset paper`` runs that recipe on the pathological problems.
+
 The objective is a sum over a sequence's scored positions, averaged over sequences (as in
 Martens' code): ``f(θ) = (1/B) Σ_{b,t} w_bt ℓ(z_bt, y_bt)`` with ``z = model_fn(θ, x)[0]`` of
 shape ``(B, ..., C)`` and per-position weights ``w`` of shape ``(B, ...)`` (a mask: only the
