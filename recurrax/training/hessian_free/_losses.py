@@ -3,6 +3,7 @@ structural damping (see ``recurrax.hessian_free``)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import jax
@@ -49,7 +50,7 @@ HIDDEN_LOSSES = {  # name -> H_D u for hidden states h (in h's coordinates)
 }
 
 
-def _choice(value: Any, options: dict, name: str, why: str) -> str:
+def _choice(value: Any, options: Collection[str], name: str, why: str) -> str:
     if not isinstance(value, str) or value not in options:
         raise ValueError(f"Expected {name} to be one of {tuple(options)} ({why}), got {value!r}.")
     return value

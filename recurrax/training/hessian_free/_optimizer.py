@@ -172,13 +172,13 @@ class HessianFree:
         if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not l2 >= 0:
             raise ValueError(f"Expected l2 >= 0 (weight decay), got {l2!r}.")
         self.l2 = float(l2)
-        self.rho = _choice(rho, {"undamped": 0, "damped": 0}, "rho", "the model ρ divides by")
-        self.backtracking = _choice(backtracking, {"walk_back": 0, "minimum": 0}, "backtracking",
+        self.rho = _choice(rho, ("undamped", "damped"), "rho", "the model ρ divides by")
+        self.backtracking = _choice(backtracking, ("walk_back", "minimum"), "backtracking",
                                     "how CG's kept iterates are searched")
         if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 0:
             raise ValueError(f"Expected save_every >= 0 (an integer; 0: the 1.3^j schedule), got {save_every!r}.")
         self.save_every = save_every
-        self.line_search = _choice(line_search, {"armijo": 0, "decrease": 0}, "line_search",
+        self.line_search = _choice(line_search, ("armijo", "decrease"), "line_search",
                                    "the line search's acceptance test")
         self.step = jax.jit(self._step)
 
@@ -360,11 +360,12 @@ class HessianFree:
             first = (last, last, loss_at(iterate(last), on=backtracking_batch), jnp.ones((), bool))
             _, best, f_best, _ = lax.while_loop(lambda c: c[3] & (c[0] > 0), back, first)
         else:  # "minimum": the lowest loss of all kept iterates (the first of equals)
-            slots = jnp.arange(cg.saved_iterations.shape[0])
-            losses = lax.map(lambda j: loss_at(iterate(j), on=backtracking_batch), slots)
-            losses = jnp.where(slots < cg.num_saved, losses, jnp.inf)
-            best = jnp.argmin(losses)
-            f_best = losses[best]
+            def better(j, c):
+                f_j = loss_at(iterate(j), on=backtracking_batch)
+                return jnp.where(f_j < c[1], j, c[0]), jnp.minimum(f_j, c[1])
+
+            best, f_best = lax.fori_loop(0, cg.num_saved, better,
+                                         (jnp.zeros((), jnp.int32), jnp.asarray(jnp.inf, loss.dtype)))
         delta = iterate(best)
         f_step = f_best if backtracking_batch is batch else loss_at(delta)
 
@@ -376,7 +377,7 @@ class HessianFree:
             scale = loss
         else:  # "damped": gᵀδ + ½ δᵀ(G + λI + λμ G_S)δ, against the curvature batch's loss
             predicted = slope + 0.5 * _dot(delta, matvec(delta))
-            f_curvature = loss_at(jax.tree.map(jnp.zeros_like, delta), on=curvature_batch)
+            f_curvature = self.loss(params, curvature_batch)
             change = loss_at(delta, on=curvature_batch) - f_curvature
             scale = f_curvature
         rho = jnp.where(predicted < 0, change / jnp.where(predicted < 0, predicted, -1.0), -jnp.inf)
@@ -389,8 +390,7 @@ class HessianFree:
         new_damping = jnp.maximum(new_damping, jnp.finfo(damping.dtype).tiny)  # never 0, even after 10⁴ drops
 
         # Line search: shrink by 0.8 until the step passes (Armijo, or any decrease).
-        f_search = loss if line_search_batch is batch else loss_at(jax.tree.map(jnp.zeros_like, delta),
-                                                                   on=line_search_batch)
+        f_search = loss if line_search_batch is batch else self.loss(params, line_search_batch)
         f_first = f_step if line_search_batch is batch else loss_at(delta, on=line_search_batch)
 
         def passes(rate, f_rate):
