@@ -1,5 +1,7 @@
 """Hessian-free optimisation: curvature products against dense matrices, CG and its stopping rule,
-the Levenberg–Marquardt damping, one jitted step, training through ``fit``, and bad input.
+the Levenberg–Marquardt damping, one jitted step, the released RNN code's options (weight decay,
+ρ on the damped model, backtracking to the best iterate, any-decrease line search, their own
+batches) in closed form, training through ``fit``, and bad input.
 
 Curvature products are checked in float64 (``jax.enable_x64``) against ``Jᵀ H J`` built from
 ``jax.jacfwd`` Jacobians, so agreement is to rounding error.

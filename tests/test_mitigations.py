@@ -1,4 +1,6 @@
-"""The mitigations study (issue 17) runs end to end at its quick config and reports every cell."""
+"""The mitigations study (issue 17) runs end to end at its quick config and reports every cell; its
+paper-scale pieces (issue 30): the authors' model and recipe, checkpointed runs that resume and
+that several processes share, the report of kept runs."""
 
 import dataclasses
 import json
