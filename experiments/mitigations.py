@@ -189,6 +189,16 @@ QUICK = Config(tasks=("temporal_order",), lengths=(20,), seeds=2, hidden_size=8,
 # --------------------------------------------------------------------------- models
 
 
+def _sparse_columns(key, shape, connections: int, fan_in: float, dtype=jnp.float32):
+    """``connections`` N(0, 1/``fan_in``) weights into each column (unit), the rest zero: Sutskever
+    et al. (2013)'s sparse initialisation, and with ``fan_in = connections`` the released HF
+    code's ``initialize_self(num_in=15, scale=1/√15)`` (opt/utils/extra.py ``sparsify_strict``)."""
+    k_pick, k_value = jax.random.split(key)
+    order = jnp.argsort(jax.random.uniform(k_pick, shape), axis=0)
+    keep = order < min(connections, shape[0])
+    return jnp.where(keep, jax.random.normal(k_value, shape, dtype) / math.sqrt(fan_in), 0.0).astype(dtype)
+
+
 def _init_tanh(config: Config, key, input_size: int, output_size: int, *, sparse: bool):
     """A tanh RNN and dense head; ``sparse``: Sutskever et al. (2013)'s initialisation."""
     k_rnn, k_head = jax.random.split(key)
@@ -196,14 +206,8 @@ def _init_tanh(config: Config, key, input_size: int, output_size: int, *, sparse
     if not sparse:
         rnn = recurrax.init_rnn(k_rnn, "elman", input_size, h, activation="tanh")
     else:
-        connections = min(config.momentum_connections, h)
-
-        def recurrent(key, shape, dtype=jnp.float32):
-            # ``connections`` Gaussian weights into each unit (column), the rest zero.
-            k_pick, k_value = jax.random.split(key)
-            order = jnp.argsort(jax.random.uniform(k_pick, shape), axis=0)
-            mask = order < connections
-            return jnp.where(mask, jax.random.normal(k_value, shape, dtype), 0.0).astype(dtype)
+        def recurrent(key, shape, dtype=jnp.float32):  # N(0, 1) entries: rescaled to the radius below
+            return _sparse_columns(key, shape, config.momentum_connections, 1.0, dtype)
 
         def inputs(key, shape, dtype=jnp.float32):
             return config.momentum_input_scale * jax.random.normal(key, shape, dtype)
@@ -404,24 +408,14 @@ def authors_num_outputs(name: str, length: int) -> int:
             "memorization": 2 * 5 * length}.get(name, 1)
 
 
-def _sparse_columns(key, shape, connections: int, dtype=jnp.float32):
-    """``connections`` N(0, 1/connections) weights into each column (unit), the rest zero: the
-    released code's ``initialize_self(num_in=15, scale=1/√15)`` (opt/utils/extra.py
-    ``sparsify_strict``), which is not rescaled to a spectral radius."""
-    k_pick, k_value = jax.random.split(key)
-    order = jnp.argsort(jax.random.uniform(k_pick, shape), axis=0)
-    keep = order < min(connections, shape[0])
-    return jnp.where(keep, jax.random.normal(k_value, shape, dtype) / math.sqrt(connections), 0.0).astype(dtype)
-
-
 def _init_authors(config: Config, key, input_size: int, output_size: int) -> dict:
     """The released code's model: ``h_t = tanh(h_{t−1} W_hh + x_t W_vh)``, ``z_t = h_t W_ho``, no
     biases, a learned initial state ``h0``; every weight array sparse (``_sparse_columns``, 15
     incoming), ``W_vh`` then × 0.25 (demo.py: "A VERY IMPORTANT LINE OF CODE")."""
     h, c = config.hidden_size, config.momentum_connections
     k_x, k_h, k_o, k_0 = jax.random.split(key, 4)
-    return {"w_x": 0.25 * _sparse_columns(k_x, (input_size, h), c), "w_h": _sparse_columns(k_h, (h, h), c),
-            "w_o": _sparse_columns(k_o, (h, output_size), c),
+    return {"w_x": 0.25 * _sparse_columns(k_x, (input_size, h), c, c), "w_h": _sparse_columns(k_h, (h, h), c, c),
+            "w_o": _sparse_columns(k_o, (h, output_size), c, c),
             "h0": jax.random.normal(k_0, (h,)) / math.sqrt(c)}
 
 
