@@ -197,3 +197,10 @@ def test_processes_sharing_a_checkpoint_dir_leave_each_others_runs_alone(tmp_pat
     # its holder gone, the claim is stale: the run is taken over, done and released
     row = mitigations.run(config, tmp_path)["rows"][0]
     assert row["status"] == "ok" and (run / "result.json").exists() and not (run / "running.pid").exists()
+
+
+def test_bad_recipe_and_a_report_without_runs_raise(tmp_path):
+    with pytest.raises(ValueError, match=r"hf_recipe 'recurrax' or 'authors', got 'martens'"):
+        mitigations._hf_compiled("addition", 20, dataclasses.replace(AUTHORS, hf_recipe="martens"), True)
+    with pytest.raises(ValueError, match=r"checkpoint_dir with report_only=True .* got none"):
+        mitigations.run(dataclasses.replace(AUTHORS, report_only=True), tmp_path)
