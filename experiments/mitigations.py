@@ -39,8 +39,8 @@ code (``_hessian_free`` lists them).
 
 ``PRESETS["paper"]`` (``--preset paper``) is the study at the paper's scale, hours per problem:
 with ``checkpoint_dir`` every run is kept (and HF runs checkpointed as they go), so the same
-command resumes, several processes can share the work, and ``--report_only true`` tables what
-is kept.
+command resumes, a larger ``--hf_steps`` extends the unsolved HF runs, several processes can
+share the work, and ``--report_only true`` tables what is kept.
 
 The summary checks the falsifiable expectations, each as met / missed with the numbers:
 
@@ -141,7 +141,9 @@ class Config:
     hf_tasks: tuple = ("addition", "temporal_order")
     hf_structural_damping: float = 0.3  # μ of method 1 (method 2: 0)
     hf_initial_damping: float = 1.0  # λ₀
-    hf_steps: int = 100  # at most this many HF updates per run
+    # At most this many HF updates per run. A budget, not a setting: with ``checkpoint_dir``,
+    # raising it extends the kept runs that stopped unsolved below it.
+    hf_steps: int = 100
     hf_eval_every: int = 10
     hf_batch_size: int = 500  # fresh gradient batch each update
     hf_curvature_batch_size: int = 150  # its first sequences give the curvature
@@ -172,7 +174,9 @@ class Config:
 # with the default 1, 2000 updates left addition and temporal order at chance in 3 of 3 seeds).
 # Hours per problem on 2 cores: each run is checkpointed and kept in ``checkpoint_dir``, so the
 # same command resumes where it stopped; run the cells in any order with ``--methods``,
-# ``--tasks``, ``--lengths`` (T = 200: addition, temporal order and multiplication).
+# ``--tasks``, ``--lengths`` (T = 200: addition, temporal order and multiplication), and give
+# every problem a first budget (``--hf_steps 200``) before the whole one (the same command
+# without it extends the unsolved runs).
 PAPER = Config(lengths=(100,), seeds=3, hidden_size=100, batch_size=64, steps=4000, eval_every=100,
                eval_size=2000, lr_final_fraction=0.1, lstm_forget_bias=5.0, hf_tasks=tuple(tasks.PATHOLOGICAL),
                hf_structural_damping=0.0075, hf_steps=500, hf_eval_every=5, hf_batch_size=3000,
@@ -559,6 +563,7 @@ def _hessian_free(config: Config, name: str, length: int, seed: int, *, structur
         return {"error_rate": result.error_rate, "solved": float(result.solved)}
 
     result = records[-1] if records else {"error_rate": 1.0, "solved": 0.0}
+    stopped = None  # why fit stopped the run early, if it did
     while int(state.step) < config.hf_steps and not result["solved"]:
         wall, cpu = time.perf_counter(), time.process_time()
         todo = min(config.hf_eval_every, config.hf_steps - int(state.step))
@@ -576,9 +581,11 @@ def _hessian_free(config: Config, name: str, length: int, seed: int, *, structur
             with open(directory / "progress.jsonl", "a") as f:
                 f.write(json.dumps(result) + "\n")
         if fitted.stopped is not None:  # a non-finite step: fit kept the last finite state
+            stopped = fitted.stopped
             break
     final = records[-1] if records else {**evaluate(state.params), "steps": int(state.step)}
     return {"solved": bool(final["solved"]), "error_rate": final["error_rate"], "steps": int(state.step),
+            "stopped": stopped,
             "losses": [r["loss"] for r in records], "damping": [r["damping"] for r in records],
             "cg_iterations": int(state.opt_state.cg_iterations),
             "earlier_wall_seconds": sum(r["wall_seconds"] for r in earlier),
@@ -611,10 +618,15 @@ METHODS = {
 
 def _run(config: Config, method: str, name: str, length: int, seed: int) -> dict | None:
     """One run, with its wall and CPU seconds; with ``checkpoint_dir``, kept there and read back
-    (``report_only``: only read back, None if it was never run)."""
+    (``report_only``: only read back, None if it was never run). A kept HF run that stopped
+    unsolved below ``hf_steps`` (a smaller budget, raised since) goes on from its checkpoint."""
     directory = _run_dir(config, method, name, length, seed)
     if directory is not None and (directory / "result.json").exists():
-        return json.loads((directory / "result.json").read_text())
+        kept = json.loads((directory / "result.json").read_text())
+        extend = (method in ("hf_structural", "hf") and not kept["solved"] and kept["steps"] < config.hf_steps
+                  and kept.get("stopped") is None)
+        if config.report_only or not extend:
+            return kept
     if config.report_only or (directory is not None and not _claim(directory)):
         return None
     try:
@@ -780,8 +792,10 @@ def _figure(config: Config, rows: list, path: pathlib.Path) -> None:
 
 
 # Fields that choose which cells run, not how: runs kept in one ``checkpoint_dir`` may differ in these.
+# ``hf_steps`` is a budget: raising it extends the unsolved HF runs kept (``_run``), so a long study
+# can give every problem a first budget before any gets the whole one.
 _SELECTION = ("tasks", "lengths", "seeds", "methods", "hf_tasks", "checkpoint_dir", "measures_expectations",
-              "report_only")
+              "report_only", "hf_steps")
 
 
 def _claim_checkpoint_dir(config: Config) -> None:
@@ -789,7 +803,7 @@ def _claim_checkpoint_dir(config: Config) -> None:
     root = pathlib.Path(config.checkpoint_dir)
     settings = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(config))).items() if k not in _SELECTION}
     if (root / "config.json").exists():
-        kept = json.loads((root / "config.json").read_text())
+        kept = {k: v for k, v in json.loads((root / "config.json").read_text()).items() if k not in _SELECTION}
         differ = sorted(k for k in set(kept) | set(settings) if kept.get(k) != settings.get(k))
         if differ:
             raise ValueError(f"Expected the settings of the runs kept in {root} ({', '.join(f'{k}={kept.get(k)!r}' for k in differ)}), "

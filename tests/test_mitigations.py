@@ -134,13 +134,28 @@ def test_an_interrupted_hf_run_resumes_from_its_checkpoint_exactly(tmp_path):
     assert [json.loads(line)["steps"] for line in lines.splitlines()] == [2, 4]
 
 
+def test_a_larger_hf_budget_extends_the_unsolved_runs_kept_exactly(tmp_path):
+    whole = mitigations.run(dataclasses.replace(AUTHORS, methods=("hf_structural",)), tmp_path)["rows"][0]["runs"][0]
+    config = dataclasses.replace(AUTHORS, methods=("hf_structural", "esn"), checkpoint_dir=str(tmp_path / "runs"))
+    first = mitigations.run(dataclasses.replace(config, hf_steps=2), tmp_path)["rows"]
+    assert first[0]["runs"][0]["steps"] == 2 and not first[0]["runs"][0]["solved"]
+    assert mitigations.run(dataclasses.replace(config, report_only=True), tmp_path)["rows"] == first  # read back as kept
+    rows = mitigations.run(config, tmp_path)["rows"]  # hf_steps 4: the run goes on from its checkpoint
+    extended = rows[0]["runs"][0]
+    assert extended["steps"] == whole["steps"] == 4
+    for field in ("losses", "damping", "cg_iterations", "error_rate"):
+        assert extended[field] == whole[field], field
+    assert rows[1] == first[1]  # the ESN run is kept as it was, not rerun
+    assert extended["stopped"] is None
+
+
 def test_a_checkpoint_dir_keeps_its_runs_and_refuses_another_config(tmp_path, capsys):
     config = dataclasses.replace(AUTHORS, methods=("hf_structural", "esn"), checkpoint_dir=str(tmp_path / "runs"))
     first = mitigations.run(config, tmp_path)
     again = mitigations.run(config, tmp_path)  # read back, not rerun: the same numbers and seconds
     assert again["rows"] == first["rows"]
-    with pytest.raises(ValueError, match=r"settings of the runs kept in .*hf_steps=4.*got hf_steps=6"):
-        mitigations.run(dataclasses.replace(config, hf_steps=6), tmp_path)
+    with pytest.raises(ValueError, match=r"settings of the runs kept in .*hf_max_cg_iters=5.*got hf_max_cg_iters=6"):
+        mitigations.run(dataclasses.replace(config, hf_max_cg_iters=6), tmp_path)
     # report_only: the kept runs, nothing new (a second seed and plain HF were never run)
     report = dataclasses.replace(config, methods=("hf_structural", "hf"), seeds=2, report_only=True)
     (tmp_path / "report").mkdir()
