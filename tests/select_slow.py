@@ -34,7 +34,8 @@ HEADER = """\
 # run of the fast tier (2026-12-07, 499 s: the machine read slower than at the 396 s run); the
 # new Hessian-free options' and paper-scale mitigations' tests (issue 30) at 3 s, over a run of
 # their own cases while two background study processes loaded the machine; then 6 s, and 4 s,
-# over a clean-clone run of the fast tier (2026-12-07, 511 s cold, and 494 s after the 6 s pass).
+# over a clean-clone run of the fast tier (2026-12-07, 511 s cold, and 494 s after the 6 s pass);
+# the extension of kept HF runs (issue 30) at 3 s, over its own run beside the two study processes.
 # conftest.py marks
 # them `slow`; the README's test command runs the rest (-m "not slow"), .ci/run runs both tiers.
 # Tests whose cost sits in a shared fixture are marked in their modules instead (test_tour.py
