@@ -839,6 +839,43 @@ def _grid_figure(config: Config, rows: list, path: pathlib.Path) -> None:
     _style.save(fig, path)
 
 
+def _progress_figure(config: Config, path: pathlib.Path) -> bool:
+    """With ``checkpoint_dir``: the test error against HF updates of every HF run kept there,
+    finished or not (``progress.jsonl``), one panel per problem; False if there is none."""
+    plt = _style.pyplot()
+    methods = [m for m in ("hf_structural", "hf") if m in config.methods]
+    curves = {}
+    for name in config.tasks:
+        for method in methods:
+            for length in config.lengths:
+                for seed in range(config.seeds):
+                    progress = _run_dir(config, method, name, length, seed) / "progress.jsonl"
+                    if progress.exists():
+                        records = [json.loads(line) for line in progress.read_text().splitlines()]
+                        curves.setdefault(name, []).append((method, length, seed, records))
+    if not curves:
+        return False
+    columns = min(4, len(curves))
+    rows = math.ceil(len(curves) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.3 * rows), squeeze=False)
+    floor = 1e-3  # error 0 drawn here, on the log axis
+    for ax, (name, runs) in zip(axes.flat, curves.items()):
+        for method, length, seed, records in runs:
+            ax.plot([r["steps"] for r in records], [max(r["error_rate"], floor) for r in records],
+                    color=_style.COLORS[seed % len(_style.COLORS)], linestyle="-" if method == "hf_structural" else "--",
+                    label=f"{LABELS[method]}, T = {length}, seed {seed}")
+        ax.axhline(0.01, color="0.5", linewidth=0.8)  # success: below 1% wrong
+        ax.set(yscale="log", ylim=(floor * 0.8, 1.2), xlabel="HF updates", ylabel="test error rate",
+               title=name.replace("_", " "))
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(curves):]:
+        ax.axis("off")
+    fig.suptitle("Hessian-free runs kept: test error against updates (grey: the 1% success line)")
+    fig.tight_layout()
+    _style.save(fig, path)
+    return True
+
+
 def run(config: Config, out_dir: pathlib.Path) -> dict:
     if config.report_only and not config.checkpoint_dir:
         raise ValueError("Expected a checkpoint_dir with report_only=True (the runs to report), got none.")
@@ -870,4 +907,6 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
     (out_dir / "results.md").write_text(table + f"\n\n{timing}\n\n" + summary + "\n")
     _figure(config, rows, out_dir / "mitigations.png")
     _grid_figure(config, rows, out_dir / "mitigations_grid.png")
+    if config.checkpoint_dir:
+        _progress_figure(config, out_dir / "mitigations_hf_progress.png")
     return {"rows": rows, "expectations": expectations, "seconds": total}

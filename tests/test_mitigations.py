@@ -165,6 +165,7 @@ def test_a_checkpoint_dir_keeps_its_runs_and_refuses_another_config(tmp_path, ca
     assert rows["hf"]["success_rate"] is None and rows["hf"]["status"].startswith("not run")
     assert "1 of 2 seeds" in (tmp_path / "report" / "results.md").read_text()
     assert (tmp_path / "report" / "mitigations_grid.png").stat().st_size > 10_000
+    assert (tmp_path / "report" / "mitigations_hf_progress.png").stat().st_size > 10_000  # the HF run's curve
     assert _cli.main(["mitigations", "--preset", "huge"]) == 2
     assert "--preset expects one of ['paper']" in capsys.readouterr().err
     paper = mitigations.PRESETS["paper"]
