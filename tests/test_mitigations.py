@@ -147,6 +147,11 @@ def test_a_larger_hf_budget_extends_the_unsolved_runs_kept_exactly(tmp_path):
         assert extended[field] == whole[field], field
     assert rows[1] == first[1]  # the ESN run is kept as it was, not rerun
     assert extended["stopped"] is None
+    # a run that fit stopped at a non-finite step would stop there again: it is reported, not extended
+    kept = tmp_path / "runs" / "hf_structural" / "temporal_order" / "T20" / "seed0" / "result.json"
+    halted = {**first[0]["runs"][0], "stopped": "non-finite loss at step 3"}
+    kept.write_text(json.dumps(halted))
+    assert mitigations._run(config, "hf_structural", "temporal_order", 20, 0) == halted
 
 
 def test_a_checkpoint_dir_keeps_its_runs_and_refuses_another_config(tmp_path, capsys):
