@@ -525,6 +525,12 @@ def _run_dir(config: Config, method: str, name: str, length: int, seed: int):
     return pathlib.Path(config.checkpoint_dir) / method / name / f"T{length}" / f"seed{seed}"
 
 
+def _progress_records(directory: pathlib.Path) -> list:
+    """The records an HF run appended to ``directory / "progress.jsonl"``, one per call of ``fit``."""
+    path = directory / "progress.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 def _hessian_free(config: Config, name: str, length: int, seed: int, *, structural_damping: bool) -> dict:
     """Methods 1 and 2: a tanh RNN trained by ``recurrax.hessian_free.HessianFree`` for at most
     ``hf_steps`` updates, evaluated every ``hf_eval_every`` on the common test batch; μ =
@@ -553,9 +559,7 @@ def _hessian_free(config: Config, name: str, length: int, seed: int, *, structur
         directory.mkdir(parents=True, exist_ok=True)
         if recurrax.checkpoint_steps(directory / "checkpoints"):
             state = recurrax.restore_checkpoint(directory / "checkpoints", state)
-        if (directory / "progress.jsonl").exists():
-            lines = (directory / "progress.jsonl").read_text().splitlines()
-            records = [r for r in map(json.loads, lines) if r["steps"] <= int(state.step)]
+        records = [r for r in _progress_records(directory) if r["steps"] <= int(state.step)]
     earlier = list(records)  # the calls of earlier processes, whose seconds ``_run`` adds to its own
 
     def evaluate(params):
@@ -611,6 +615,7 @@ METHODS = {
     "momentum": momentum,
     "adam": adam,
 }
+HF_METHODS = ("hf_structural", "hf")  # the Hessian-free methods (budget ``hf_steps``, problems ``hf_tasks``)
 
 
 # --------------------------------------------------------------------------- study
@@ -623,7 +628,7 @@ def _run(config: Config, method: str, name: str, length: int, seed: int) -> dict
     directory = _run_dir(config, method, name, length, seed)
     if directory is not None and (directory / "result.json").exists():
         kept = json.loads((directory / "result.json").read_text())
-        extend = (method in ("hf_structural", "hf") and not kept["solved"] and kept["steps"] < config.hf_steps
+        extend = (method in HF_METHODS and not kept["solved"] and kept["steps"] < config.hf_steps
                   and kept.get("stopped") is None)
         if config.report_only or not extend:
             return kept
@@ -680,7 +685,7 @@ def _alive(lock: pathlib.Path) -> bool:
 
 
 def _cell(config: Config, method: str, name: str, length: int) -> dict:
-    if method in ("hf_structural", "hf") and name not in config.hf_tasks:
+    if method in HF_METHODS and name not in config.hf_tasks:
         return {"method": method, "task": name, "T": length, "status": "not run: outside hf_tasks (budget)",
                 "success_rate": None, "seconds": 0.0, "runs": []}
     runs = [run for seed in range(config.seeds) if (run := _run(config, method, name, length, seed)) is not None]
@@ -718,9 +723,9 @@ def _expectations(config: Config, rows: list) -> list:
         checks.append((claim, verdicts, "; ".join(parts)))
     longer = sorted(config.lengths)[-2:]
     means = {}
-    ran = [n for n in config.tasks if all(_rate(rows, m, n, t) is not None for m in ("hf_structural", "hf")
+    ran = [n for n in config.tasks if all(_rate(rows, m, n, t) is not None for m in HF_METHODS
                                           for t in longer)]  # the problems both HF methods ran on
-    for method in ("hf_structural", "hf"):
+    for method in HF_METHODS:
         rates = [_rate(rows, method, n, t) for n in ran for t in longer]
         means[method] = float(np.mean(rates)) if rates else None
     checks.append((f"structural damping beats plain HF at T = {', '.join(map(str, longer))}",
@@ -839,22 +844,19 @@ def _grid_figure(config: Config, rows: list, path: pathlib.Path) -> None:
     _style.save(fig, path)
 
 
-def _progress_figure(config: Config, path: pathlib.Path) -> bool:
+def _progress_figure(config: Config, path: pathlib.Path) -> None:
     """With ``checkpoint_dir``: the test error against HF updates of every HF run kept there,
-    finished or not (``progress.jsonl``), one panel per problem; False if there is none."""
+    finished or not (``progress.jsonl``), one panel per problem; nothing if there is none."""
     plt = _style.pyplot()
-    methods = [m for m in ("hf_structural", "hf") if m in config.methods]
     curves = {}
     for name in config.tasks:
-        for method in methods:
+        for method in (m for m in HF_METHODS if m in config.methods):
             for length in config.lengths:
                 for seed in range(config.seeds):
-                    progress = _run_dir(config, method, name, length, seed) / "progress.jsonl"
-                    if progress.exists():
-                        records = [json.loads(line) for line in progress.read_text().splitlines()]
+                    if records := _progress_records(_run_dir(config, method, name, length, seed)):
                         curves.setdefault(name, []).append((method, length, seed, records))
     if not curves:
-        return False
+        return
     columns = min(4, len(curves))
     rows = math.ceil(len(curves) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.3 * rows), squeeze=False)
@@ -873,7 +875,6 @@ def _progress_figure(config: Config, path: pathlib.Path) -> bool:
     fig.suptitle("Hessian-free runs kept: test error against updates (grey: the 1% success line)")
     fig.tight_layout()
     _style.save(fig, path)
-    return True
 
 
 def run(config: Config, out_dir: pathlib.Path) -> dict:
