@@ -40,7 +40,10 @@ code (``_hessian_free`` lists them).
 ``PRESETS["paper"]`` (``--preset paper``) is the study at the paper's scale, hours per problem:
 with ``checkpoint_dir`` every run is kept (and HF runs checkpointed as they go), so the same
 command resumes, a larger ``--hf_steps`` extends the unsolved HF runs, several processes can
-share the work, and ``--report_only true`` tables what is kept.
+share the work, and ``--report_only true`` tables what is kept. With ``checkpoint_dir`` the report
+also reads every unsolved HF run's latest checkpoint and measures what its network holds of the
+long-range inputs (``_held_inputs``: the operands it can decode, the symbols whose bit it gets
+right), which tells a run that found no long-range input from one that found only some.
 
 The summary checks the falsifiable expectations, each as met / missed with the numbers:
 
@@ -176,12 +179,15 @@ class Config:
 # same command resumes where it stopped; run the cells in any order with ``--methods``,
 # ``--tasks``, ``--lengths`` (T = 200: addition, temporal order and multiplication), and give
 # every problem a first budget (``--hf_steps 200``) before the whole one (the same command
-# without it extends the unsolved runs).
+# without it extends the unsolved runs). The runs are kept inside the checkout, and committed:
+# at 20–40 s an update the study takes more machine-hours than any one machine is kept, and only
+# what is committed carries over to the next (``experiments/mitigations_paper_runs/queue.sh``
+# is the order they were run in).
 PAPER = Config(lengths=(100,), seeds=3, hidden_size=100, batch_size=64, steps=4000, eval_every=100,
                eval_size=2000, lr_final_fraction=0.1, lstm_forget_bias=5.0, hf_tasks=tuple(tasks.PATHOLOGICAL),
                hf_structural_damping=0.0075, hf_steps=500, hf_eval_every=5, hf_batch_size=3000,
                hf_curvature_batch_size=300, hf_max_cg_iters=300, hf_recipe="authors",
-               checkpoint_dir="runs/mitigations_paper/runs")
+               checkpoint_dir="experiments/mitigations_paper_runs")
 
 PRESETS = {"paper": PAPER}
 
@@ -314,11 +320,21 @@ def _compiled(method: str, name: str, length: int, config: Config):
     return init, chunk, jax.jit(_outputs)
 
 
+def _test_batch(config: Config, name: str, length: int, seed: int):
+    """Run ``seed``'s test batch: the same ``eval_size`` sequences for every method."""
+    return tasks.pathological(name, jax.random.key(10**6 + seed), config.eval_size, length)
+
+
+def _init_seed(config: Config, seed: int) -> int:
+    """The seed of run ``seed``'s initial parameters (its data keys are ``config.seed * 1000 + seed``)."""
+    return config.seed * 1000 + seed + 500
+
+
 def _gradient_method(method: str, config: Config, name: str, length: int, seed: int) -> dict:
     init, chunk, outputs = _compiled(method, name, length, config)
-    test = tasks.pathological(name, jax.random.key(10**6 + seed), config.eval_size, length)
+    test = _test_batch(config, name, length, seed)
     key = jax.random.key(config.seed * 1000 + seed)
-    state = init(config.seed * 1000 + seed + 500)
+    state = init(_init_seed(config, seed))
     done, losses, result = 0, [], tasks.Success(1.0, False)
     while done < config.steps and not result.solved:
         state, chunk_losses = chunk(state, key, done)
@@ -362,7 +378,7 @@ def echo_state_network(config: Config, name: str, length: int, seed: int) -> dic
     k_res, k_train, k_val = jax.random.split(key, 3)
     train = tasks.pathological(name, k_train, config.esn_train_size, length)
     val = tasks.pathological(name, k_val, config.eval_size, length)
-    test = tasks.pathological(name, jax.random.key(10**6 + seed), config.eval_size, length)
+    test = _test_batch(config, name, length, seed)
     params = recurrax.reservoir.init(k_res, train.xs.shape[-1], config.esn_hidden_size,
                                      spectral_radius=config.esn_spectral_radius, connectivity=0.1,
                                      input_connectivity=0.5)
@@ -463,7 +479,8 @@ def _hf_batch(task, per_output: bool = False) -> tuple:
 
 @functools.cache
 def _hf_compiled(name: str, length: int, config: Config, structural_damping: bool):
-    """``(init(seed), step(state, batch), batch_at(key, step), evaluate(params, xs))`` for one HF cell."""
+    """``(init(seed), step(state, batch), batch_at(key, step), outputs(params, xs), layers(params))``
+    for one HF cell; ``layers`` turns its params into recurrax layers (``{"rnn", "head"}``)."""
     from recurrax import hessian_free
 
     spec = tasks.PATHOLOGICAL[name]
@@ -515,7 +532,7 @@ def _hf_compiled(name: str, length: int, config: Config, structural_damping: boo
         task = tasks.pathological(name, jax.random.fold_in(key, i), config.hf_batch_size, length)
         return _hf_batch(task, per_output=config.hf_recipe == "authors")
 
-    return init, step, batch_at, jax.jit(lambda p, xs: _outputs(layers(p), xs))
+    return init, step, batch_at, jax.jit(lambda p, xs: _outputs(layers(p), xs)), layers
 
 
 def _run_dir(config: Config, method: str, name: str, length: int, seed: int):
@@ -549,10 +566,10 @@ def _hessian_free(config: Config, name: str, length: int, seed: int, *, structur
     its last checkpoint (the seconds of the call in flight when it stopped are lost from the
     totals)."""
     method = "hf_structural" if structural_damping else "hf"
-    init, step, batch_at, outputs = _hf_compiled(name, length, config, structural_damping)
-    test = tasks.pathological(name, jax.random.key(10**6 + seed), config.eval_size, length)
+    init, step, batch_at, outputs, _ = _hf_compiled(name, length, config, structural_damping)
+    test = _test_batch(config, name, length, seed)
     key = jax.random.key(config.seed * 1000 + seed)
-    state = init(config.seed * 1000 + seed + 500)
+    state = init(_init_seed(config, seed))
     directory = _run_dir(config, method, name, length, seed)
     records = []
     if directory is not None:
@@ -594,6 +611,56 @@ def _hessian_free(config: Config, name: str, length: int, seed: int, *, structur
             "cg_iterations": int(state.opt_state.cg_iterations),
             "earlier_wall_seconds": sum(r["wall_seconds"] for r in earlier),
             "earlier_cpu_seconds": sum(r["cpu_seconds"] for r in earlier)}
+
+
+def _ridge_r2(features: np.ndarray, target: np.ndarray, ridge: float = 1e-3) -> float:
+    """R² of a ridge decoder of ``target`` (n,) from ``features`` (n, H) plus a constant, fitted
+    on the first half of the rows (penalty ``ridge`` × rows on the weights) and scored on the second."""
+    x = np.concatenate([features, np.ones((len(features), 1))], axis=1).astype(np.float64)
+    half = len(x) // 2
+    penalty = ridge * half * np.eye(x.shape[1])
+    penalty[-1, -1] = 0.0  # the constant is not shrunk
+    w = np.linalg.solve(x[:half].T @ x[:half] + penalty, x[:half].T @ target[:half])
+    rest = target[half:]
+    return float(1.0 - np.sum((rest - x[half:] @ w) ** 2) / np.sum((rest - rest.mean()) ** 2))
+
+
+def _held_inputs(name: str, hs, outputs, task) -> dict:
+    """What a network holds of the long-range inputs it must combine, from its hidden states
+    ``hs`` (B, T, H) and outputs (B, T, O) on ``task`` (the test batch), to tell a run that found
+    none of them from one that found only some:
+
+    - addition, multiplication, XOR: ``{"operand_r2": [R²(a), R²(b)], "target_r2": R²(y)}``,
+      ridge decoders (``_ridge_r2``) of each operand and of the target (a + b, a·b, a XOR b)
+      from the hidden state at the scored step (a state holding a + b and nothing else gives
+      about ½ for each operand of the sum);
+    - the temporal orders: ``{"bits_right": [...]}``, the share of sequences whose predicted
+      class has each relevant symbol's X/Y bit right, the earliest symbol first;
+    - memorisation: ``{"recalled_right": [...]}``, the share right at each recalled position;
+    - random permutation: ``{}`` (its one long-range input is what its error rate counts).
+    """
+    if name == "random_permutation":
+        return {}
+    xs, outputs = task.xs, np.asarray(outputs)
+    teaching, targets = np.asarray(task.teaching), np.asarray(task.targets)
+    if name in ("addition", "multiplication", "xor"):
+        values, marks = np.asarray(xs[..., 0]), np.asarray(xs[..., 1]) == 1.0
+        marked = np.argsort(~marks, axis=1, kind="stable")[:, :2]  # the two marked steps, in order
+        rows = np.arange(len(xs))
+        held = np.asarray(hs)[teaching]  # one scored step per sequence
+        return {"operand_r2": [_ridge_r2(held, values[rows, marked[:, i]]) for i in range(2)],
+                "target_r2": _ridge_r2(held, targets[teaching][:, 0])}
+    if name in ("temporal_order", "temporal_order_3bit"):
+        count = len(tasks.ORDER_WINDOWS if name == "temporal_order" else tasks.ORDER_3BIT_WINDOWS)
+        predicted, label = outputs[teaching].argmax(-1), targets[teaching]
+        bits = [count - 1 - i for i in range(count)]  # the first symbol is the most significant bit
+        return {"bits_right": [float(np.mean((predicted >> b) % 2 == (label >> b) % 2)) for b in bits]}
+    if name == "memorization":
+        recalled = teaching & (targets < outputs.shape[-1] - 1)
+        right = outputs.argmax(-1) == targets
+        return {"recalled_right": [float(np.mean(right[:, j][recalled[:, j]]))
+                                   for j in range(targets.shape[1]) if recalled[:, j].any()]}
+    raise ValueError(f"Expected a pathological problem among {tuple(tasks.PATHOLOGICAL)}, got {name!r}.")
 
 
 def hf_structural(config: Config, name: str, length: int, seed: int) -> dict:
@@ -877,6 +944,43 @@ def _progress_figure(config: Config, path: pathlib.Path) -> None:
     _style.save(fig, path)
 
 
+def _what_unsolved_runs_hold(config: Config) -> list:
+    """With ``checkpoint_dir``: ``_held_inputs`` of every kept HF run not (yet) solved, at its
+    latest checkpoint, finished or not, on the run's test batch."""
+    found = []
+    for method in (m for m in HF_METHODS if m in config.methods):
+        for name in (n for n in config.tasks if n in config.hf_tasks):
+            for length in config.lengths:
+                for seed in range(config.seeds):
+                    directory = _run_dir(config, method, name, length, seed)
+                    records = _progress_records(directory)
+                    if not records or records[-1]["solved"] or not recurrax.checkpoint_steps(directory / "checkpoints"):
+                        continue
+                    init, *_, layers = _hf_compiled(name, length, config, method == "hf_structural")
+                    state = recurrax.restore_checkpoint(directory / "checkpoints", init(_init_seed(config, seed)))
+                    test, net = _test_batch(config, name, length, seed), layers(state.params)
+                    _, hs = recurrax.rnn(net["rnn"], test.xs)
+                    held = _held_inputs(name, hs, recurrax.dense(net["head"], hs), test)
+                    found.append({"method": method, "task": name, "T": length, "seed": seed,
+                                  "steps": int(state.step), "error_rate": records[-1]["error_rate"], **held})
+    return found
+
+
+def _held_table(held: list) -> str:
+    """``_what_unsolved_runs_hold`` as a markdown table."""
+    what = {"operand_r2": "R² of ridge decoders from the scored hidden state: operands (first, second)",
+            "target_r2": "target",
+            "bits_right": "each symbol's bit right (first symbol first)",
+            "recalled_right": "each recalled symbol right"}
+    lines = ["| method | problem | T | seed | updates | wrong | holds |", "|---|---|---|---|---|---|---|"]
+    for run in held:
+        measures = [f"{what[k]}: {', '.join(f'{v:.2f}' if k.endswith('r2') else f'{100 * v:.1f}%' for v in np.atleast_1d(run[k]))}"
+                    for k in what if k in run]
+        lines.append(f"| {LABELS[run['method']]} | {run['task']} | {run['T']} | {run['seed']} | {run['steps']} | "
+                     f"{100 * run['error_rate']:.1f}% | {'; '.join(measures) or '(its error rate)'} |")
+    return "\n".join(lines)
+
+
 def run(config: Config, out_dir: pathlib.Path) -> dict:
     if config.report_only and not config.checkpoint_dir:
         raise ValueError("Expected a checkpoint_dir with report_only=True (the runs to report), got none.")
@@ -904,10 +1008,13 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
     if config.checkpoint_dir:  # runs read back took their time in earlier processes
         wall, cpu = (sum(r.get(k, 0.0) for r in rows) for k in ("seconds", "cpu_seconds"))
         timing = f"Total wall time {total:.0f} s in this process; the runs' own: {wall:.0f} s wall, {cpu:.0f} s CPU."
+    held = _what_unsolved_runs_hold(config) if config.checkpoint_dir else []
+    if held:  # what the unsolved HF runs hold of the long-range inputs
+        summary += "\n\nWhat the unsolved Hessian-free runs hold at their latest checkpoint:\n\n" + _held_table(held)
     print("\n" + table + f"\n\n{timing}\n\nExpectations:\n" + summary)
     (out_dir / "results.md").write_text(table + f"\n\n{timing}\n\n" + summary + "\n")
     _figure(config, rows, out_dir / "mitigations.png")
     _grid_figure(config, rows, out_dir / "mitigations_grid.png")
     if config.checkpoint_dir:
         _progress_figure(config, out_dir / "mitigations_hf_progress.png")
-    return {"rows": rows, "expectations": expectations, "seconds": total}
+    return {"rows": rows, "expectations": expectations, "held": held, "seconds": total}

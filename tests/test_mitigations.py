@@ -4,6 +4,7 @@ that several processes share, the report of kept runs."""
 
 import dataclasses
 import json
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from experiments import EXPERIMENTS, _cli, mitigations
+import recurrax
 from recurrax import tasks
 
 
@@ -159,6 +161,20 @@ def test_a_checkpoint_dir_keeps_its_runs_and_refuses_another_config(tmp_path, ca
     first = mitigations.run(config, tmp_path)
     again = mitigations.run(config, tmp_path)  # read back, not rerun: the same numbers and seconds
     assert again["rows"] == first["rows"]
+    # what the run holds, read from its kept checkpoint: each symbol's bit of the predicted class
+    kept = first["rows"][0]["runs"][0]
+    if kept["solved"]:
+        assert first["held"] == []
+    else:
+        (held,) = first["held"]
+        init, _, _, outputs, _ = mitigations._hf_compiled("temporal_order", 20, config, True)
+        state = recurrax.restore_checkpoint(tmp_path / "runs/hf_structural/temporal_order/T20/seed0/checkpoints",
+                                            init(mitigations._init_seed(config, 0)))
+        test = mitigations._test_batch(config, "temporal_order", 20, 0)
+        scored = np.asarray(test.teaching)
+        predicted, label = np.asarray(outputs(state.params, test.xs))[scored].argmax(-1), np.asarray(test.targets)[scored]
+        assert held["steps"] == kept["steps"] and held["error_rate"] == kept["error_rate"]
+        assert held["bits_right"] == pytest.approx([np.mean(predicted // 2 == label // 2), np.mean(predicted % 2 == label % 2)])
     with pytest.raises(ValueError, match=r"settings of the runs kept in .*hf_max_cg_iters=5.*got hf_max_cg_iters=6"):
         mitigations.run(dataclasses.replace(config, hf_max_cg_iters=6), tmp_path)
     # report_only: the kept runs, nothing new (a second seed and plain HF were never run)
@@ -176,6 +192,59 @@ def test_a_checkpoint_dir_keeps_its_runs_and_refuses_another_config(tmp_path, ca
     paper = mitigations.PRESETS["paper"]
     assert (paper.hf_recipe, paper.hidden_size, paper.hf_max_cg_iters, paper.seeds) == ("authors", 100, 300, 3)
     assert set(paper.hf_tasks) == set(tasks.PATHOLOGICAL) and paper.hf_structural_damping == 0.0075
+
+
+def test_the_committed_paper_runs_are_the_presets_and_resume_from_their_checkpoints(tmp_path):
+    """The paper-scale runs kept in the checkout (issue 30: more machine-hours than a machine is
+    kept, so they are committed) were run with the preset's settings, so ``--preset paper``
+    resumes them rather than refusing them; each run's records end at its latest checkpoint
+    (none lost on resuming), and that checkpoint restores into the run's state."""
+    root = pathlib.Path(__file__).resolve().parents[1] / mitigations.PAPER.checkpoint_dir
+    config = dataclasses.replace(mitigations.PAPER, checkpoint_dir=str(root), report_only=True, lengths=(100, 200))
+    rows = mitigations.run(config, tmp_path)["rows"]  # raises if config.json holds other settings
+    assert sum(len(row["runs"]) for row in rows) == len(list(root.glob("*/*/T*/seed*/result.json")))
+    directories = sorted(root.glob("hf*/*/T*/seed*"))
+    assert directories
+    for directory in directories:
+        method, name, length, seed = directory.parts[-4:]
+        length, seed = int(length.removeprefix("T")), int(seed.removeprefix("seed"))
+        steps = [r["steps"] for r in mitigations._progress_records(directory)]
+        assert steps == list(range(config.hf_eval_every, steps[-1] + 1, config.hf_eval_every)), directory
+        assert recurrax.checkpoint_steps(directory / "checkpoints")[-1] == steps[-1], directory
+        init = mitigations._hf_compiled(name, length, config, method == "hf_structural")[0]
+        fresh = init(mitigations._init_seed(config, seed))
+        state = recurrax.restore_checkpoint(directory / "checkpoints", fresh)
+        assert int(state.step) == steps[-1]
+        assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(state.params))
+        if (directory / "result.json").exists():
+            assert json.loads((directory / "result.json").read_text())["steps"] == steps[-1]
+
+
+def test_what_a_network_holds_is_read_from_its_hidden_states_and_outputs():
+    # two operands: a hidden state that holds one of them (and noise) decodes it, not the other
+    task = tasks.pathological("multiplication", jax.random.key(3), 400, 30)
+    xs = np.asarray(task.xs)
+    a, b = np.array([row[row[:, 1] == 1, 0] for row in xs]).T  # the marked values, by a loop over sequences
+    noise = np.random.default_rng(0).normal(size=a.shape)
+    for index, held in enumerate((a, b)):
+        hs = np.zeros(xs.shape[:2] + (2,), np.float32)
+        hs[..., 0], hs[..., 1] = held[:, None], noise[:, None]
+        r2 = mitigations._held_inputs("multiplication", hs, np.zeros(xs.shape[:2] + (1,)), task)["operand_r2"]
+        assert r2[index] > 0.999 and r2[1 - index] < 0.05
+    hs[..., 0] = (a * b)[:, None]  # the product itself
+    assert mitigations._held_inputs("multiplication", hs, hs[..., :1], task)["target_r2"] > 0.999
+    # 3-bit temporal order: a class with the first symbol's bit right and the other two wrong
+    task = tasks.pathological("temporal_order_3bit", jax.random.key(4), 200, 30)
+    wrong = np.asarray(jax.nn.one_hot(np.asarray(task.targets) ^ 0b011, 8))
+    held = mitigations._held_inputs("temporal_order_3bit", None, wrong, task)
+    assert held == {"bits_right": [1.0, 0.0, 0.0]}
+    # memorisation: every recalled symbol right but the third
+    task = tasks.pathological("memorization", jax.random.key(5), 50, 30)
+    targets = np.asarray(task.targets).copy()
+    targets[:, -3] = 1 - targets[:, -3]
+    held = mitigations._held_inputs("memorization", None, np.asarray(jax.nn.one_hot(targets, 3)), task)
+    assert held == {"recalled_right": [1.0, 1.0, 0.0, 1.0, 1.0]}
+    assert mitigations._held_inputs("random_permutation", None, None, None) == {}
 
 
 def test_the_learning_rate_decays_by_a_cosine_to_its_final_fraction():
