@@ -36,6 +36,7 @@ HEADER = """\
 # their own cases while two background study processes loaded the machine; then 6 s, and 4 s,
 # over a clean-clone run of the fast tier (2026-12-07, 511 s cold, and 494 s after the 6 s pass);
 # the extension of kept HF runs (issue 30) at 3 s, over its own run beside the two study processes.
+# the committed paper-scale runs' check and the held-inputs measure (issue 30) at 3 s, over their own run beside the two study processes.
 # conftest.py marks
 # them `slow`; the README's test command runs the rest (-m "not slow"), .ci/run runs both tiers.
 # Tests whose cost sits in a shared fixture are marked in their modules instead (test_tour.py
