@@ -3,7 +3,10 @@
 # share: `bash experiments/mitigations_paper_runs/queue.sh` from the repository root, twice side
 # by side on a 2-core machine (each process takes the runs the other has not claimed; a run killed
 # midway resumes from its last checkpoint, 5 HF updates at most lost). The kept runs are committed,
-# so the study goes on across machines from where the last one stopped.
+# so the study goes on across machines from where the last one stopped. Before committing, stop both
+# processes: one stopped between writing a checkpoint and appending its progress record leaves a
+# checkpoint with no record, whose step directory is to be deleted (the run then resumes from the
+# one before; tests/test_mitigations.py checks that the committed records end at the checkpoints).
 #
 # Seed by seed, every problem first gets 200 HF updates, then the unsolved runs are extended to the
 # preset's 500. XOR comes after the other six problems' first two seeds: the authors' own problem
