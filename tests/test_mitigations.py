@@ -216,8 +216,8 @@ def test_the_committed_paper_runs_are_the_presets_and_resume_from_their_checkpoi
         state = recurrax.restore_checkpoint(directory / "checkpoints", fresh)
         assert int(state.step) == steps[-1]
         assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(state.params))
-        if (directory / "result.json").exists():
-            assert json.loads((directory / "result.json").read_text())["steps"] == steps[-1]
+        if (directory / "result.json").exists():  # a first budget's result, or the run's end
+            assert json.loads((directory / "result.json").read_text())["steps"] in steps
 
 
 def test_what_a_network_holds_is_read_from_its_hidden_states_and_outputs():

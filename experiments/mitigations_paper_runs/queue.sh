@@ -19,6 +19,7 @@ six=addition,temporal_order,multiplication,random_permutation,memorization,tempo
 study() { "$python" -m experiments mitigations --preset paper --checkpoint_dir "$dir" \
               --out "$(mktemp -d)" "$@" || echo "queue: failed: $*" >&2; }
 
+study --methods lstm_adam --tasks addition,temporal_order  # the LSTM criterion: 20 min
 for method in hf_structural hf; do
     for seeds in 1 2; do
         study --methods "$method" --tasks "$six" --seeds "$seeds" --hf_steps 200
