@@ -233,9 +233,14 @@ def _init_lstm(config: Config, key, input_size: int, output_size: int):
     return {"rnn": rnn, "head": recurrax.init_dense(k_head, config.hidden_size, output_size)}
 
 
-def _outputs(params, xs):
+def _states_and_outputs(params, xs):
+    """The hidden states ``(B, T, H)`` and outputs ``(B, T, O)`` of ``{"rnn", "head"}`` on ``xs``."""
     _, hs = recurrax.rnn(params["rnn"], xs)
-    return recurrax.dense(params["head"], hs)
+    return hs, recurrax.dense(params["head"], hs)
+
+
+def _outputs(params, xs):
+    return _states_and_outputs(params, xs)[1]
 
 
 def _loss(name: str, outputs, task) -> jax.Array:
@@ -614,15 +619,15 @@ def _hessian_free(config: Config, name: str, length: int, seed: int, *, structur
 
 
 def _ridge_r2(features: np.ndarray, target: np.ndarray, ridge: float = 1e-3) -> float:
-    """R² of a ridge decoder of ``target`` (n,) from ``features`` (n, H) plus a constant, fitted
-    on the first half of the rows (penalty ``ridge`` × rows on the weights) and scored on the second."""
-    x = np.concatenate([features, np.ones((len(features), 1))], axis=1).astype(np.float64)
-    half = len(x) // 2
-    penalty = ridge * half * np.eye(x.shape[1])
-    penalty[-1, -1] = 0.0  # the constant is not shrunk
-    w = np.linalg.solve(x[:half].T @ x[:half] + penalty, x[:half].T @ target[:half])
+    """R² of a ridge decoder (``esn.ridge_readout``, unpenalised bias) of ``target`` (n,) from
+    ``features`` (n, H), fitted on the first half of the rows with λ = ``ridge`` × rows and
+    scored on the second."""
+    half = len(features) // 2
+    fit = esn.ridge_readout(jnp.asarray(features[:half, None]), jnp.asarray(target[:half, None, None]),
+                            ridge=ridge * half)
     rest = target[half:]
-    return float(1.0 - np.sum((rest - x[half:] @ w) ** 2) / np.sum((rest - rest.mean()) ** 2))
+    predicted = np.asarray(esn.apply_readout(fit, jnp.asarray(features[half:, None])))[:, 0, 0]
+    return float(1.0 - np.sum((rest - predicted) ** 2) / np.sum((rest - rest.mean()) ** 2))
 
 
 def _held_inputs(name: str, hs, outputs, task) -> dict:
@@ -911,17 +916,25 @@ def _grid_figure(config: Config, rows: list, path: pathlib.Path) -> None:
     _style.save(fig, path)
 
 
+def _kept_hf_runs(config: Config):
+    """``(method, name, T, seed, directory, records)`` of every HF run of the config's cells that
+    has progress records in ``checkpoint_dir``, finished or not, problem by problem."""
+    for name in config.tasks:
+        for method in (m for m in HF_METHODS if m in config.methods):
+            for length in config.lengths:
+                for seed in range(config.seeds):
+                    directory = _run_dir(config, method, name, length, seed)
+                    if records := _progress_records(directory):
+                        yield method, name, length, seed, directory, records
+
+
 def _progress_figure(config: Config, path: pathlib.Path) -> None:
     """With ``checkpoint_dir``: the test error against HF updates of every HF run kept there,
     finished or not (``progress.jsonl``), one panel per problem; nothing if there is none."""
     plt = _style.pyplot()
     curves = {}
-    for name in config.tasks:
-        for method in (m for m in HF_METHODS if m in config.methods):
-            for length in config.lengths:
-                for seed in range(config.seeds):
-                    if records := _progress_records(_run_dir(config, method, name, length, seed)):
-                        curves.setdefault(name, []).append((method, length, seed, records))
+    for method, name, length, seed, _, records in _kept_hf_runs(config):
+        curves.setdefault(name, []).append((method, length, seed, records))
     if not curves:
         return
     columns = min(4, len(curves))
@@ -948,21 +961,15 @@ def _what_unsolved_runs_hold(config: Config) -> list:
     """With ``checkpoint_dir``: ``_held_inputs`` of every kept HF run not (yet) solved, at its
     latest checkpoint, finished or not, on the run's test batch."""
     found = []
-    for method in (m for m in HF_METHODS if m in config.methods):
-        for name in (n for n in config.tasks if n in config.hf_tasks):
-            for length in config.lengths:
-                for seed in range(config.seeds):
-                    directory = _run_dir(config, method, name, length, seed)
-                    records = _progress_records(directory)
-                    if not records or records[-1]["solved"] or not recurrax.checkpoint_steps(directory / "checkpoints"):
-                        continue
-                    init, *_, layers = _hf_compiled(name, length, config, method == "hf_structural")
-                    state = recurrax.restore_checkpoint(directory / "checkpoints", init(_init_seed(config, seed)))
-                    test, net = _test_batch(config, name, length, seed), layers(state.params)
-                    _, hs = recurrax.rnn(net["rnn"], test.xs)
-                    held = _held_inputs(name, hs, recurrax.dense(net["head"], hs), test)
-                    found.append({"method": method, "task": name, "T": length, "seed": seed,
-                                  "steps": int(state.step), "error_rate": records[-1]["error_rate"], **held})
+    for method, name, length, seed, directory, records in _kept_hf_runs(config):
+        if name not in config.hf_tasks or records[-1]["solved"] or not recurrax.checkpoint_steps(directory / "checkpoints"):
+            continue
+        init, *_, layers = _hf_compiled(name, length, config, method == "hf_structural")
+        state = recurrax.restore_checkpoint(directory / "checkpoints", init(_init_seed(config, seed)))
+        test = _test_batch(config, name, length, seed)
+        held = _held_inputs(name, *_states_and_outputs(layers(state.params), test.xs), test)
+        found.append({"method": method, "task": name, "T": length, "seed": seed,
+                      "steps": int(state.step), "error_rate": records[-1]["error_rate"], **held})
     return found
 
 
